@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv when missing.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench serve clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m leadflow.local.demo
+
+test: $(STAMP)
+	$(BIN)/cfn-lint template.yaml
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.ingest
+
+serve: $(STAMP)
+	$(BIN)/leadflow serve --port 8080
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
