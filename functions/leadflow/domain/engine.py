@@ -1,0 +1,219 @@
+"""Applying events and actions to a lead: pure functions of (lead, input, rules, now).
+
+Nothing here reads a clock or a table. The service passes `now`, so the same inputs
+always give the same lead, which is what makes replay equal incremental application.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable
+
+from leadflow.domain.events import AppliedEvent
+from leadflow.domain.lead import Cause, Lead, Move, Signal, event_key, stage_rank
+from leadflow.domain.lifecycle import HANDOFF_STAGES, automatic_target, check_action
+from leadflow.domain.rules import Rules
+from leadflow.domain.scoring import DAY, ScoreCard, coerce_trait, score, signals_for
+
+TOP_REASONS = 5
+
+
+@dataclass
+class Outcome:
+    lead: Lead
+    moves: list[Move] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def new_lead(lead_id: str, *, email: str | None, now: datetime) -> Lead:
+    return Lead(lead_id=lead_id, email=email, stage_entered_at=now, created_at=now, updated_at=now)
+
+
+def _epoch(at: datetime) -> int:
+    return int(at.timestamp())
+
+
+def _merge_trait(lead: Lead, name: str, value, at: int) -> None:
+    """Last write wins by the event's own time, not by arrival; a tie is broken by value
+    so that the order two simultaneous events arrive in cannot change the result."""
+    held_at = lead.trait_times.get(name)
+    if held_at is not None:
+        if at < held_at:
+            return
+        if at == held_at and repr(lead.traits.get(name)) >= repr(value):
+            return
+    lead.trait_times[name] = at
+    if value is None or value == "":
+        lead.traits.pop(name, None)
+    else:
+        lead.traits[name] = value
+
+
+def _prune(lead: Lead, rules: Rules, now: datetime) -> None:
+    """Drop signals that can never count again (past their rule's max age) and keep
+    at most `signals_per_rule` per rule, the newest. Evaluation ignores old signals
+    anyway; this only keeps the item small."""
+    now_s = now.timestamp()
+    keep: dict[str, list[Signal]] = {}
+    for s in lead.signals:
+        rule = rules.engagement_by_id.get(s.rule)
+        horizon = (rule.max_age_days if rule else 365) * DAY
+        if now_s - s.at <= horizon:
+            keep.setdefault(s.rule, []).append(s)
+    limit = rules.limits.signals_per_rule
+    pruned = []
+    for items in keep.values():
+        items.sort(key=lambda s: (s.at, s.event))
+        pruned.extend(items[-limit:])
+    pruned.sort(key=lambda s: (s.at, s.rule, s.event))
+    lead.signals = pruned
+
+
+def _card(lead: Lead, rules: Rules, now: datetime) -> ScoreCard:
+    return score(traits=lead.traits, email=lead.email, signals=lead.signals, now=now, rules=rules,
+                 reset_at=lead.engagement_reset_at, sticky_flags=None)
+
+
+def _set_score(lead: Lead, card: ScoreCard, rules: Rules, now: datetime) -> None:
+    lead.fit_score = card.fit_score
+    lead.fit_grade = card.fit_grade
+    lead.engagement_score = card.engagement_score
+    lead.score = card.score
+    lead.explanation = card.explanation
+    lead.rules_version = rules.version
+    lead.scored_at = now
+    lead.intent_flags = card.intent_flags
+    if lead.disqualified_by != "sales":
+        if card.intent_flags:
+            lead.disqualified = True
+            lead.disqualified_by = "rules"
+            lead.disqualified_reason = sorted(card.intent_flags.values())[0]
+        else:
+            lead.disqualified, lead.disqualified_by, lead.disqualified_reason = False, None, None
+
+
+def transition_id(lead_id: str, key: str, to_stage: str) -> str:
+    return "tr_" + hashlib.sha256(f"{lead_id}|{key}|{to_stage}".encode()).hexdigest()[:24]
+
+
+def _record(lead: Lead, *, to_stage: str, cause: Cause, key: str, rules: Rules, now: datetime) -> Move:
+    from_stage = lead.stage if lead.history else None
+    move = Move(
+        transition_id=transition_id(lead.lead_id, key, to_stage),
+        from_stage=from_stage,
+        to_stage=to_stage,
+        at=now,
+        cause=cause,
+        rules_version=rules.version,
+        score=lead.score,
+        fit_grade=lead.fit_grade,
+        engagement_score=lead.engagement_score,
+        reasons=[{"rule": l["rule"], "points": l["points"], "detail": l["detail"]} for l in lead.explanation[:TOP_REASONS]],
+    )
+    lead.history.append(move)
+    if to_stage != lead.stage or from_stage is None:
+        lead.stage = to_stage  # type: ignore[assignment]
+        lead.stage_entered_at = now
+    return move
+
+
+def _advance(lead: Lead, event: AppliedEvent | None, rules: Rules, now: datetime) -> list[Move]:
+    card = _card(lead, rules, now)
+    _set_score(lead, card, rules, now)
+    decision = automatic_target(lead, card, event, now, rules)
+    if decision is None:
+        return []
+    cause = Cause(kind="rule", rule=decision.rule, event_id=event.event_id if event else None,
+                  event_type=event.type if event else None)
+    key = event.event_id if event else f"rescore|{rules.version}|{now.isoformat()}"
+    return [_record(lead, to_stage=decision.stage, cause=cause, key=key, rules=rules, now=now)]
+
+
+def apply_event(lead: Lead, event: AppliedEvent, rules: Rules, now: datetime) -> Outcome:
+    """Apply one event. A lead remembers the events it applied, so a redelivery is a no-op."""
+    key = event_key(event.event_id)
+    if lead.has_seen(key):
+        return Outcome(lead=lead, duplicate=True)
+    lead = lead.model_copy(deep=True)
+    at = _epoch(event.occurred_at)
+    for name, value in sorted(event.traits.items()):
+        _merge_trait(lead, name, coerce_trait(name, value), at)
+    if event.anonymous_id and lead.known and event.anonymous_id not in lead.anonymous_ids:
+        lead.anonymous_ids.append(event.anonymous_id)
+    if event.type == "email_unsubscribed":
+        lead.marketing_email = "unsubscribed"
+    elif event.type == "email_bounced" and lead.marketing_email == "subscribed":
+        lead.marketing_email = "bounced"
+    for rule_id in signals_for(event, lead.traits, lead.email, rules):
+        lead.signals.append(Signal(rule=rule_id, at=at, event=key))
+    _prune(lead, rules, now)
+    lead.seen.append(key)
+    if len(lead.seen) > rules.limits.seen_event_ids:
+        lead.seen = lead.seen[-rules.limits.seen_event_ids:]
+    moves = _advance(lead, event, rules, now)
+    lead.updated_at = now
+    lead.applied = [event.to_record()]
+    return Outcome(lead=lead, moves=moves)
+
+
+def absorb(lead: Lead, visitor: Lead, anonymous_id: str) -> Lead:
+    """Join an anonymous visitor's history to the lead it turned out to be."""
+    lead = lead.model_copy(deep=True)
+    for name, value in visitor.traits.items():
+        _merge_trait(lead, name, value, visitor.trait_times.get(name, 0))
+    have = {(s.rule, s.at, s.event) for s in lead.signals}
+    lead.signals.extend(s for s in visitor.signals if (s.rule, s.at, s.event) not in have)
+    lead.signals.sort(key=lambda s: (s.at, s.rule, s.event))
+    seen = set(lead.seen)
+    lead.seen.extend(k for k in visitor.seen if k not in seen)
+    for anon in [*visitor.anonymous_ids, anonymous_id]:
+        if anon not in lead.anonymous_ids:
+            lead.anonymous_ids.append(anon)
+    return lead
+
+
+def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, rules: Rules, now: datetime) -> Outcome:
+    """An explicit sales move; illegal ones raise IllegalTransition with the reason."""
+    action = check_action(lead, name, reason)
+    lead = lead.model_copy(deep=True)
+    reason = (reason or "").strip() or None
+    if action.resets_engagement:
+        lead.engagement_reset_at = _epoch(now)
+    if action.clears_disqualification and lead.disqualified_by == "sales":
+        lead.disqualified, lead.disqualified_by, lead.disqualified_reason = False, None, None
+    if action.disqualifies:
+        lead.disqualified, lead.disqualified_by = True, "sales"
+        lead.disqualified_reason = reason or "disqualified_by_sales"
+    card = _card(lead, rules, now)
+    _set_score(lead, card, rules, now)
+    to_stage = action.to_stage or lead.stage
+    cause = Cause(kind="actor", action=name, actor=by or "api", reason=reason)
+    key = f"{name}|{now.isoformat()}|{len(lead.history)}"
+    move = _record(lead, to_stage=to_stage, cause=cause, key=key, rules=rules, now=now)
+    lead.updated_at = now
+    lead.applied = []
+    return Outcome(lead=lead, moves=[move])
+
+
+def rescore(lead: Lead, rules: Rules, now: datetime) -> Outcome:
+    """Refresh decayed scores (and apply any forward move a new rules version calls for)."""
+    lead = lead.model_copy(deep=True)
+    _prune(lead, rules, now)
+    moves = _advance(lead, None, rules, now)
+    lead.applied = []
+    return Outcome(lead=lead, moves=moves)
+
+
+def replay(lead_id: str, email: str | None, events: Iterable[AppliedEvent], rules: Rules) -> Lead:
+    """Rebuild a lead from its event log, each event applied at the time it was received."""
+    ordered = sorted(events, key=lambda e: (e.received_at, e.event_id))
+    lead = new_lead(lead_id, email=email, now=ordered[0].received_at if ordered else datetime.now().astimezone())
+    for event in ordered:
+        lead = apply_event(lead, event, rules, event.received_at).lead
+    return lead
+
+
+def is_handoff(move: Move) -> bool:
+    return move.to_stage in HANDOFF_STAGES and stage_rank(move.to_stage) > stage_rank(move.from_stage)

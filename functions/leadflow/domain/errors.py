@@ -1,0 +1,73 @@
+"""Domain errors. The API maps each to one status code in one place."""
+
+from __future__ import annotations
+
+
+class LeadflowError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None, details: list[dict] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details or []
+
+    def body(self) -> dict:
+        out: dict = {"error": self.code, "message": self.message}
+        if self.field:
+            out["field"] = self.field
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class BadRequest(LeadflowError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(LeadflowError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(LeadflowError):
+    status = 404
+    code = "not_found"
+
+
+class IllegalTransition(LeadflowError):
+    status = 409
+    code = "illegal_transition"
+
+
+class PayloadTooLarge(LeadflowError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(LeadflowError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidInput(LeadflowError):
+    status = 422
+    code = "validation_error"
+
+
+class Conflict(LeadflowError):
+    """A concurrent writer changed the lead first; the service retries."""
+
+    status = 409
+    code = "conflict"
+
+
+class TooManyConflicts(LeadflowError):
+    status = 503
+    code = "contention"
+
+
+class RulesError(LeadflowError):
+    code = "invalid_rules"

@@ -1,0 +1,176 @@
+"""The canonical event: the one shape every input (API, form, webhook) becomes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from leadflow.domain.errors import InvalidInput
+
+EventType = Literal[
+    "form_submitted",
+    "page_viewed",
+    "email_opened",
+    "email_clicked",
+    "email_unsubscribed",
+    "email_bounced",
+    "webinar_attended",
+    "meeting_booked",
+    "trial_started",
+    "content_downloaded",
+    "identify",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+FORM_KINDS = ("newsletter", "content_download", "webinar", "contact_request", "demo_request", "trial_signup")
+
+# Deliberately plain: one @, no spaces, a dot in the domain. Deliverability is not our job.
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+Scalar = str | int | float | bool | None
+
+
+def normalise_email(raw: str) -> str:
+    """One email, one lead: case and surrounding whitespace never split a person in two."""
+    return raw.strip().lower()
+
+
+def email_domain(email: str | None) -> str | None:
+    return email.rsplit("@", 1)[1] if email and "@" in email else None
+
+
+class CanonicalEvent(BaseModel):
+    """`POST /v1/events` body, and what every webhook or form is mapped to."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    event_id: str | None = Field(default=None, min_length=1, max_length=200)
+    type: EventType
+    occurred_at: datetime | None = None
+    email: str | None = Field(default=None, max_length=254)
+    anonymous_id: str | None = Field(default=None, min_length=1, max_length=200)
+    properties: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, max_length=100)
+    traits: dict[str, Scalar] = Field(default_factory=dict, max_length=100)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = normalise_email(value)
+        if not _EMAIL.match(value):
+            raise ValueError("not an email address")
+        return value
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    @field_validator("traits", "properties")
+    @classmethod
+    def _keys(cls, value: dict) -> dict:
+        for key, item in value.items():
+            if not key or len(key) > 100:
+                raise ValueError(f"key {key[:40]!r} must be 1 to 100 characters")
+            if isinstance(item, str) and len(item) > 2000:
+                raise ValueError(f"value of {key!r} is longer than 2000 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _identity(self) -> "CanonicalEvent":
+        if not self.email and not self.anonymous_id:
+            raise ValueError("at least one of email or anonymous_id is required")
+        return self
+
+
+class AppliedEvent(BaseModel):
+    """A validated event with its server-side facts fixed: id, time, arrival."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    type: str
+    occurred_at: datetime
+    received_at: datetime
+    email: str | None = None
+    anonymous_id: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    source: str = "api"
+
+    @property
+    def form_kind(self) -> str | None:
+        kind = self.properties.get("form_kind")
+        return str(kind) if kind is not None else None
+
+    def to_record(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def _content_id(event: CanonicalEvent) -> str:
+    canon = json.dumps(event.model_dump(mode="json", exclude={"event_id"}), sort_keys=True, separators=(",", ":"))
+    return "c_" + hashlib.sha256(canon.encode()).hexdigest()[:32]
+
+
+def finalise(event: CanonicalEvent, *, now: datetime, source: str = "api") -> AppliedEvent:
+    """Fix the event's id and time. An event with its own `occurred_at` but no id is
+    identified by its content, so a resend of the same body is recognised; one with
+    neither cannot be told from a genuine repeat, so it gets a fresh id."""
+    occurred = event.occurred_at or now
+    if occurred - now > MAX_FUTURE_SKEW:
+        raise InvalidInput("occurred_at is in the future", field="occurred_at")
+    occurred = min(occurred, now)
+    if event.event_id:
+        event_id = event.event_id
+    elif event.occurred_at is not None:
+        event_id = _content_id(event)
+    else:
+        event_id = "r_" + uuid.uuid4().hex
+    return AppliedEvent(
+        event_id=event_id,
+        type=event.type,
+        occurred_at=occurred,
+        received_at=now,
+        email=event.email,
+        anonymous_id=event.anonymous_id,
+        properties=dict(event.properties),
+        traits=dict(event.traits),
+        source=source,
+    )
+
+
+def validation_details(exc: ValidationError) -> list[dict]:
+    """Pydantic's errors as `[{"field": "traits.company_size", "reason": "..."}]`."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after[_identity(), CanonicalEvent]",))
+        reason = err["msg"]
+        if err["type"] == "literal_error" and err["loc"] and err["loc"][-1] == "type":
+            reason = "unknown event type; expected one of " + ", ".join(EVENT_TYPES)
+        elif err["type"] == "extra_forbidden":
+            reason = "unknown field"
+        out.append({"field": loc or "body", "reason": reason.removeprefix("Value error, ")})
+    return out
+
+
+def parse_event(payload: Any) -> CanonicalEvent:
+    if not isinstance(payload, dict):
+        raise InvalidInput("an event must be a JSON object", field="body")
+    try:
+        return CanonicalEvent.model_validate(payload)
+    except ValidationError as exc:
+        details = validation_details(exc)
+        first = details[0]
+        raise InvalidInput(f"{first['field']}: {first['reason']}", field=first["field"], details=details) from None

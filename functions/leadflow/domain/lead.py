@@ -1,0 +1,113 @@
+"""The lead: everything needed to score it and move it, in one item."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from leadflow.domain.rules import STAGES, Stage
+
+EPOCH_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def lead_id_for_email(email: str) -> str:
+    """Deterministic, so one email is one lead without a second lookup item:
+    two concurrent first events race on the same key and one conditional put wins."""
+    return "ld_" + hashlib.sha256(("email:" + email).encode()).hexdigest()[:24]
+
+
+def lead_id_for_anonymous(anonymous_id: str) -> str:
+    return "an_" + hashlib.sha256(("anon:" + anonymous_id).encode()).hexdigest()[:24]
+
+
+def event_key(event_id: str) -> str:
+    """What a lead remembers of an applied event: 48 bits of its id's hash."""
+    return hashlib.sha256(event_id.encode()).hexdigest()[:12]
+
+
+def stage_rank(stage: str | None) -> int:
+    return -1 if stage is None else STAGES.index(stage)
+
+
+class Cause(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["rule", "event", "actor", "merge"]
+    rule: str | None = None
+    event_id: str | None = None
+    event_type: str | None = None
+    action: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+
+
+class Move(BaseModel):
+    """One entry of a lead's history, written in the same put as the lead's new state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transition_id: str
+    from_stage: Stage | None
+    to_stage: Stage
+    at: datetime
+    cause: Cause
+    rules_version: str
+    score: float
+    fit_grade: str
+    engagement_score: float
+    reasons: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Signal(BaseModel):
+    """A behavioural signal an event gave: which rule, and when it happened."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: str
+    at: int  # epoch seconds of the event's occurred_at
+    event: str  # event key (hash), ties the signal to its event for replay and audit
+
+
+class Lead(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    lead_id: str
+    email: str | None = None
+    anonymous_ids: list[str] = Field(default_factory=list)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    trait_times: dict[str, int] = Field(default_factory=dict)  # trait -> epoch of the event that set it
+    stage: Stage = "subscriber"
+    stage_entered_at: datetime
+    disqualified: bool = False
+    disqualified_reason: str | None = None
+    disqualified_by: Literal["rules", "sales"] | None = None
+    marketing_email: Literal["subscribed", "unsubscribed", "bounced"] = "subscribed"
+    owner: str | None = None
+    signals: list[Signal] = Field(default_factory=list)
+    engagement_reset_at: int | None = None  # recycle/reject: signals up to here no longer count
+    intent_flags: dict[str, str] = Field(default_factory=dict)
+    seen: list[str] = Field(default_factory=list)  # event keys applied, oldest first
+    history: list[Move] = Field(default_factory=list)
+    score: float = 0
+    fit_score: float = 0
+    fit_grade: str = "D"
+    engagement_score: float = 0
+    explanation: list[dict[str, Any]] = Field(default_factory=list)
+    rules_version: str = ""
+    scored_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    merged_into: str | None = None  # set on an anonymous lead once its visitor identified
+    version: int = 0
+    # The events this write applied, for the stream to append to the event log.
+    applied: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def known(self) -> bool:
+        return self.email is not None
+
+    def has_seen(self, key: str) -> bool:
+        return key in self.seen

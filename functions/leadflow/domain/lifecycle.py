@@ -1,0 +1,147 @@
+"""The lifecycle: which stage the rules call for, and which explicit moves are legal.
+
+Automatic moves only go forward. Moves back happen only by an explicit sales action
+(reject, recycle, lost) and are recorded like any other move. A disqualified lead is
+held below the handoff stages whatever its score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from leadflow.domain.errors import IllegalTransition, InvalidInput
+from leadflow.domain.events import AppliedEvent
+from leadflow.domain.lead import Lead, stage_rank
+from leadflow.domain.rules import Rules
+from leadflow.domain.scoring import DAY, ScoreCard, Subject, grade_at_least, matches
+
+HANDOFF_STAGES = frozenset({"mql", "sql"})
+AUTOMATIC_CEILING = "sql"  # beyond this, only sales moves a lead
+
+
+@dataclass(frozen=True)
+class Decision:
+    stage: str
+    rule: str
+
+
+def bant_complete(traits: dict, rules: Rules) -> bool:
+    bant = rules.lifecycle.bant
+    for spec in (bant.budget, bant.authority, bant.need, bant.timeline):
+        value = traits.get(spec.trait)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return False
+        text = str(value).strip().lower()
+        if spec.in_ is not None and text not in {v.lower() for v in spec.in_}:
+            return False
+        if spec.not_in is not None and text in {v.lower() for v in spec.not_in}:
+            return False
+    return True
+
+
+def automatic_target(lead: Lead, card: ScoreCard, event: AppliedEvent | None, now: datetime, rules: Rules) -> Decision | None:
+    """The furthest stage the rules call for now, or None if that is not beyond the current one.
+
+    Anonymous visitors are not contacts yet: they get no stage moves until they identify.
+    """
+    if not lead.known:
+        return None
+    life = rules.lifecycle
+    now_s = now.timestamp()
+    reset = lead.engagement_reset_at
+    live = [s for s in lead.signals if reset is None or s.at > reset]
+    decisions: list[Decision] = [Decision("subscriber", "new_contact")]
+
+    conversions = [s for s in lead.signals if rules.engagement_by_id.get(s.rule) and rules.engagement_by_id[s.rule].conversion]
+    if conversions:
+        decisions.append(Decision("lead", "conversion:" + sorted(conversions, key=lambda s: s.at)[-1].rule))
+
+    disqualified = lead.disqualified
+    if not disqualified:
+        if grade_at_least(card.fit_grade, life.mql.min_fit_grade) and card.engagement_score >= life.mql.min_engagement:
+            decisions.append(Decision("mql", "mql_threshold"))
+        window = life.sql.hand_raise_within_days * DAY
+        hand_raised = any(
+            rules.engagement_by_id[s.rule].hand_raise and now_s - s.at <= window
+            for s in live
+            if s.rule in rules.engagement_by_id
+        )
+        if hand_raised and grade_at_least(card.fit_grade, life.sql.min_fit_grade) and card.engagement_score >= life.sql.min_engagement:
+            decisions.append(Decision("sql", "sql_threshold"))
+        if event is not None:
+            decisions.extend(_instant(lead, event, now, rules))
+
+    best = max(decisions, key=lambda d: stage_rank(d.stage))
+    current = lead.stage if lead.history else None
+    if current is not None and stage_rank(best.stage) <= stage_rank(current):
+        if current == "customer" and life.evangelist_when and matches(life.evangelist_when, Subject(lead.traits, lead.email)):
+            return Decision("evangelist", "evangelist")
+        return None
+    if current is not None and stage_rank(current) >= stage_rank(AUTOMATIC_CEILING):
+        return None
+    return best
+
+
+def _instant(lead: Lead, event: AppliedEvent, now: datetime, rules: Rules) -> list[Decision]:
+    out = []
+    age_days = (now - event.occurred_at).total_seconds() / DAY
+    reset = lead.engagement_reset_at
+    if reset is not None and event.occurred_at.timestamp() <= reset:
+        return out
+    subject = Subject(traits=lead.traits, email=lead.email, event=event)
+    for trigger in rules.lifecycle.instant:
+        if age_days > trigger.max_age_days or not matches(trigger.when, subject):
+            continue
+        if trigger.require_bant and not bant_complete(lead.traits, rules):
+            continue
+        out.append(Decision(trigger.to, trigger.id))
+    return out
+
+
+@dataclass(frozen=True)
+class Action:
+    """One row of the explicit transition table."""
+
+    name: str
+    from_stages: frozenset[str]
+    to_stage: str | None  # None: the stage stays
+    requires_reason: bool = False
+    resets_engagement: bool = False
+    disqualifies: bool = False
+    clears_disqualification: bool = False
+    blocked_when_disqualified: bool = True
+
+
+ACTIONS: dict[str, Action] = {
+    a.name: a
+    for a in (
+        Action("accept", frozenset({"sql"}), None),
+        Action("reject", frozenset({"mql", "sql"}), "lead", requires_reason=True, resets_engagement=True, blocked_when_disqualified=False),
+        Action("recycle", frozenset({"mql", "sql", "opportunity"}), "lead", resets_engagement=True,
+               clears_disqualification=True, blocked_when_disqualified=False),
+        Action("disqualify", frozenset({"subscriber", "lead", "mql", "sql", "opportunity"}), None, disqualifies=True,
+               blocked_when_disqualified=False),
+        Action("opportunity", frozenset({"sql"}), "opportunity"),
+        Action("won", frozenset({"sql", "opportunity"}), "customer"),
+        Action("lost", frozenset({"opportunity"}), "lead", resets_engagement=True, blocked_when_disqualified=False),
+    )
+}
+
+
+def check_action(lead: Lead, name: str, reason: str | None) -> Action:
+    action = ACTIONS.get(name)
+    if action is None:
+        raise InvalidInput(f"action: unknown action {name!r}; expected one of {', '.join(ACTIONS)}", field="action")
+    if action.requires_reason and not (reason and reason.strip()):
+        raise InvalidInput(f"reason: {name} needs a reason code", field="reason")
+    if not lead.known:
+        raise IllegalTransition(f"{name}: lead {lead.lead_id} is an anonymous visitor, not a contact")
+    if lead.stage not in action.from_stages:
+        allowed = ", ".join(sorted(action.from_stages, key=stage_rank))
+        raise IllegalTransition(f"{name}: the lead is in stage {lead.stage}; {name} is allowed from {allowed}")
+    if action.blocked_when_disqualified and lead.disqualified:
+        raise IllegalTransition(f"{name}: the lead is disqualified ({lead.disqualified_reason}); recycle it first")
+    if action.disqualifies and lead.disqualified and lead.disqualified_by == "sales":
+        raise IllegalTransition(f"{name}: the lead is already disqualified ({lead.disqualified_reason})")
+    return action
