@@ -1,0 +1,216 @@
+"""DynamoDB adapter: the lead store on one table.
+
+One lead = one item (PK=LEAD#<id>, SK=LEAD). Each event is one conditional PutItem on
+that item: new state, the event's dedupe key and any stage move together, guarded by
+the version read (optimistic locking). The event log (SK=EVENT#…) is appended from the
+table's stream. No transactions: they cost twice the write units and make moto crawl.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from functools import cached_property
+from typing import Any, Iterable, Iterator
+
+from leadflow.adapters.keys import LEAD_SK, event_sk, lead_pk, stage_gsi_pk, stage_gsi_sk
+from leadflow.domain.events import AppliedEvent
+from leadflow.domain.lead import Lead
+from leadflow.domain.ports import VersionConflict
+
+_META = ("PK", "SK", "GSI1PK", "GSI1SK", "kind", "ttl")
+
+
+def to_plain(value: Any) -> Any:
+    """DynamoDB numbers arrive as Decimal; give the models ints and floats."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def _to_dynamo(data: dict) -> dict:
+    return json.loads(json.dumps(data), parse_float=Decimal)
+
+
+def lead_to_item(lead: Lead) -> dict:
+    data = lead.model_dump(mode="json")
+    data.update(
+        PK=lead_pk(lead.lead_id),
+        SK=LEAD_SK,
+        kind="alias" if lead.merged_into else ("lead" if lead.known else "visitor"),
+    )
+    if lead.known and not lead.merged_into:
+        data["GSI1PK"] = stage_gsi_pk(lead.stage)
+        data["GSI1SK"] = stage_gsi_sk(data["stage_entered_at"], lead.lead_id)
+    return _to_dynamo(data)
+
+
+def item_to_lead(item: dict) -> Lead:
+    plain = to_plain({k: v for k, v in item.items() if k not in _META})
+    return Lead.model_validate(plain)
+
+
+class DynamoLeadStore:
+    def __init__(self, table_name: str, client: Any = None):
+        self.table_name = table_name
+        self._client = client
+        self.calls: dict[str, int] = {}
+
+    @cached_property
+    def client(self):
+        if self._client is None:
+            import boto3  # lazily: clients must be created after the endpoint is known
+
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    @cached_property
+    def _ser(self):
+        from boto3.dynamodb.types import TypeSerializer
+
+        return TypeSerializer()
+
+    @cached_property
+    def _de(self):
+        from boto3.dynamodb.types import TypeDeserializer
+
+        return TypeDeserializer()
+
+    def _item(self, data: dict) -> dict:
+        return {k: self._ser.serialize(v) for k, v in data.items()}
+
+    def _plain(self, item: dict) -> dict:
+        return {k: self._de.deserialize(v) for k, v in item.items()}
+
+    def _count(self, op: str) -> None:
+        self.calls[op] = self.calls.get(op, 0) + 1
+
+    def get(self, lead_id: str) -> Lead | None:
+        self._count("GetItem")
+        resp = self.client.get_item(TableName=self.table_name, Key=self._key(lead_id), ConsistentRead=True)
+        item = resp.get("Item")
+        return item_to_lead(self._plain(item)) if item else None
+
+    def _key(self, lead_id: str) -> dict:
+        return {"PK": {"S": lead_pk(lead_id)}, "SK": {"S": LEAD_SK}}
+
+    def put(self, lead: Lead, expected_version: int | None) -> Lead:
+        from botocore.exceptions import ClientError
+
+        new = lead.model_copy(update={"version": (expected_version or 0) + 1})
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": self._item(lead_to_item(new)),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if expected_version is None:
+            kwargs["ConditionExpression"] = "attribute_not_exists(PK)"
+        else:
+            kwargs["ConditionExpression"] = "version = :v"
+            kwargs["ExpressionAttributeValues"] = {":v": {"N": str(expected_version)}}
+        self._count("PutItem")
+        try:
+            self.client.put_item(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            old = exc.response.get("Item")
+            raise VersionConflict(item_to_lead(self._plain(old)) if old else None) from None
+        return new
+
+    def _query_pk(self, lead_id: str, prefix: str | None = None, keys_only: bool = False) -> Iterator[dict]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "PK = :pk" + (" AND begins_with(SK, :p)" if prefix else ""),
+            "ExpressionAttributeValues": {":pk": {"S": lead_pk(lead_id)}, **({":p": {"S": prefix}} if prefix else {})},
+        }
+        if keys_only:
+            kwargs["ProjectionExpression"] = "PK, SK"
+        while True:
+            self._count("Query")
+            resp = self.client.query(**kwargs)
+            yield from resp.get("Items", [])
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def _delete_keys(self, keys: list[dict]) -> int:
+        for i in range(0, len(keys), 25):
+            requests = {self.table_name: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]}
+            while requests:
+                self._count("BatchWriteItem")
+                resp = self.client.batch_write_item(RequestItems=requests)
+                requests = resp.get("UnprocessedItems") or {}
+        return len(keys)
+
+    def erase(self, lead: Lead) -> int:
+        """The lead, its event log and its visitor aliases. Events the stream writes
+        after this are swept when the stream delivers the lead's REMOVE record."""
+        keys = [{"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(lead.lead_id, keys_only=True)]
+        from leadflow.domain.lead import lead_id_for_anonymous
+
+        for anon in lead.anonymous_ids:
+            keys.append(self._key(lead_id_for_anonymous(anon)))
+            keys.extend({"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(lead_id_for_anonymous(anon), "EVENT#", keys_only=True))
+        return self._delete_keys(keys)
+
+    def purge_events(self, lead_id: str) -> int:
+        keys = [{"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(lead_id, "EVENT#", keys_only=True)]
+        return self._delete_keys(keys)
+
+    def events(self, lead_id: str) -> list[AppliedEvent]:
+        out = []
+        for it in self._query_pk(lead_id, "EVENT#"):
+            data = to_plain({k: v for k, v in self._plain(it).items() if k not in _META})
+            out.append(AppliedEvent.model_validate(data))
+        return out
+
+    def append_events(self, lead_id: str, records: Iterable[dict]) -> None:
+        """Idempotent: an event's log key is fixed, so a redelivered stream batch rewrites
+        the same items."""
+        puts = []
+        for rec in records:
+            data = _to_dynamo({**rec, "PK": lead_pk(lead_id), "SK": event_sk(rec["received_at"], rec["event_id"]), "kind": "event"})
+            puts.append({"PutRequest": {"Item": self._item(data)}})
+        for i in range(0, len(puts), 25):
+            requests = {self.table_name: puts[i:i + 25]}
+            while requests:
+                self._count("BatchWriteItem")
+                resp = self.client.batch_write_item(RequestItems=requests)
+                requests = resp.get("UnprocessedItems") or {}
+
+    def scan_leads(self) -> Iterator[Lead]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "FilterExpression": "SK = :sk AND kind = :k",
+            "ExpressionAttributeValues": {":sk": {"S": LEAD_SK}, ":k": {"S": "lead"}},
+        }
+        while True:
+            self._count("Scan")
+            resp = self.client.scan(**kwargs)
+            for it in resp.get("Items", []):
+                yield item_to_lead(self._plain(it))
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def count_stage(self, stage: str) -> int:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": stage_gsi_pk(stage)}},
+            "Select": "COUNT",
+        }
+        total = 0
+        while True:
+            self._count("Query")
+            resp = self.client.query(**kwargs)
+            total += resp.get("Count", 0)
+            if "LastEvaluatedKey" not in resp:
+                return total
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

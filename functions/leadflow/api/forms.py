@@ -1,0 +1,81 @@
+"""Website form posts → canonical events. Forms post what people typed, so be lenient
+about field names and strict about the one thing we need: the email."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from leadflow.domain.errors import BadRequest, InvalidInput, UnsupportedMediaType
+from leadflow.domain.events import FORM_KINDS, CanonicalEvent, parse_event
+from leadflow.domain.rules import Forms
+
+TRAIT_FIELDS = {
+    "first_name", "last_name", "full_name", "job_title", "company", "company_size", "industry", "country",
+    "phone", "website", "budget", "authority", "need", "timeline", "role", "seniority", "occupation", "city",
+    "state", "nps", "user_agent",
+}
+PROPERTY_FIELDS = {"url", "page_url", "referrer", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
+                   "content_id", "content_title", "message"}
+META_FIELDS = {"email", "form_kind", "anonymous_id", "submission_id", "event_id", "occurred_at"}
+
+
+def parse_form_body(body: str, content_type: str) -> dict[str, Any]:
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind in ("application/x-www-form-urlencoded", ""):
+        if kind == "" and body.lstrip().startswith("{"):
+            kind = "application/json"
+        else:
+            pairs = parse_qs(body, keep_blank_values=True, strict_parsing=False)
+            return {k: v[-1] for k, v in pairs.items()}
+    if kind == "application/json":
+        import json
+
+        try:
+            data = json.loads(body or "null")
+        except ValueError as exc:
+            raise BadRequest(f"malformed JSON: {exc}", field="body") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("a form post must be a JSON object of fields", field="body")
+        return data
+    raise UnsupportedMediaType(f"form posts must be application/x-www-form-urlencoded or application/json, not {kind}",
+                               field="content-type")
+
+
+def is_bot(fields: dict[str, Any], forms: Forms) -> bool:
+    return any(str(fields.get(name) or "").strip() for name in forms.honeypot_fields)
+
+
+def to_event(form_id: str, fields: dict[str, Any], forms: Forms) -> CanonicalEvent:
+    if not str(fields.get("email") or "").strip():
+        raise InvalidInput("email: a form post needs an email field", field="email")
+    traits: dict[str, Any] = {}
+    properties: dict[str, Any] = {"form_id": form_id}
+    for raw_name, value in fields.items():
+        name = forms.field_aliases.get(raw_name.lower(), raw_name.lower())
+        if name in META_FIELDS or raw_name in forms.honeypot_fields or isinstance(value, (dict, list)):
+            continue
+        if name in TRAIT_FIELDS:
+            traits[name] = value
+        elif name in PROPERTY_FIELDS:
+            properties["url" if name == "page_url" else name] = value
+        else:
+            properties[f"field_{name}"[:100]] = value
+    if "full_name" in traits and "first_name" not in traits:
+        first, _, last = str(traits["full_name"]).strip().partition(" ")
+        traits["first_name"] = first
+        if last:
+            traits.setdefault("last_name", last)
+    kind = fields.get("form_kind") or forms.kinds.get(form_id) or (form_id if form_id in FORM_KINDS else "other")
+    properties["form_kind"] = kind
+    event_id = fields.get("submission_id") or fields.get("event_id")
+    return parse_event({
+        "event_id": f"form:{form_id}:{event_id}" if event_id else f"form:{form_id}:{uuid.uuid4().hex}",
+        "type": "form_submitted",
+        "email": fields.get("email"),
+        "anonymous_id": fields.get("anonymous_id") or None,
+        "occurred_at": fields.get("occurred_at") or None,
+        "properties": properties,
+        "traits": traits,
+    })
