@@ -7,7 +7,7 @@ from leadflow import container
 from leadflow.observability import logger, metrics, tracer
 from leadflow.stream import handle_change
 
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: DynamoDBRecord) -> str:

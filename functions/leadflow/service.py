@@ -16,7 +16,8 @@ from leadflow.domain.ports import LeadStore, VersionConflict
 from leadflow.domain.rules import STAGES, Rules
 from leadflow.domain.scoring import score
 
-MAX_ATTEMPTS = 12
+MAX_ATTEMPTS = 30
+MAX_BACKOFF_S = 0.2
 
 
 def utcnow() -> datetime:
@@ -87,7 +88,7 @@ class LeadService:
                     resolved = None  # identity changed under us: resolve again
                 else:
                     resolved = Resolved(current, current.version)  # the conflict returned the item: no re-read
-                self.sleep(random.uniform(0, 0.004 * (2 ** min(attempt, 6))))
+                self.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.005 * 2 ** attempt)))
         raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
 
     def _resolve(self, event: AppliedEvent, now: datetime) -> "Resolved":
@@ -191,7 +192,7 @@ class LeadService:
                 saved = self.store.put(outcome.lead, lead.version)
                 return Applied(saved, outcome.moves, False)
             except VersionConflict:
-                self.sleep(random.uniform(0, 0.004 * (2 ** min(attempt, 6))))
+                self.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.005 * 2 ** attempt)))
         raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
 
     def erase(self, lead_id: str) -> int:

@@ -7,7 +7,10 @@ import pytest
 from moto import mock_aws
 
 from leadflow import container
+from leadflow.local.atomic import make_dynamodb_atomic
 from leadflow.local.tables import create_table, template_table_properties
+
+make_dynamodb_atomic()
 
 TABLE = "leadflow-test"
 

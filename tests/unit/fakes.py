@@ -1,0 +1,67 @@
+"""In-memory stand-ins for the ports, with the same conditional-write semantics."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from datetime import datetime, timedelta
+
+from leadflow.domain.ports import VersionConflict
+
+
+class MemoryStore:
+    def __init__(self):
+        self.items = {}
+        self.logs = {}
+        self.lock = threading.Lock()
+        self.writes = 0
+
+    def get(self, lead_id):
+        with self.lock:
+            lead = self.items.get(lead_id)
+            return copy.deepcopy(lead) if lead is not None else None
+
+    def put(self, lead, expected_version):
+        with self.lock:
+            held = self.items.get(lead.lead_id)
+            if (held is None) != (expected_version is None) or (held is not None and held.version != expected_version):
+                raise VersionConflict(copy.deepcopy(held))
+            new = lead.model_copy(update={"version": (expected_version or 0) + 1}, deep=True)
+            self.items[lead.lead_id] = new
+            self.writes += 1
+            return copy.deepcopy(new)
+
+    def erase(self, lead):
+        with self.lock:
+            self.items.pop(lead.lead_id, None)
+            self.logs.pop(lead.lead_id, None)
+        return 1
+
+    def events(self, lead_id):
+        from leadflow.domain.events import AppliedEvent
+
+        return [AppliedEvent.model_validate(r) for r in self.logs.get(lead_id, {}).values()]
+
+    def append_events(self, lead_id, records):
+        for r in records:
+            self.logs.setdefault(lead_id, {})[r["event_id"]] = r
+
+    def purge_events(self, lead_id):
+        return len(self.logs.pop(lead_id, {}))
+
+    def scan_leads(self):
+        return [copy.deepcopy(v) for v in self.items.values() if v.email and not v.merged_into]
+
+    def count_stage(self, stage):
+        return sum(1 for v in self.scan_leads() if v.stage == stage)
+
+
+class StepClock:
+    def __init__(self, start: datetime):
+        self.t = start
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, **kw) -> None:
+        self.t += timedelta(**kw)
