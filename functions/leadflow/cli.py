@@ -75,9 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The handlers' Powertools logger owns the "leadflow" logger (JSON on stdout, its
+    # own level) and filters "leadflow*" records out of the root handlers. The local
+    # stack's lines get a handler of their own: plain text on stderr.
+    local_handler = logging.StreamHandler(sys.stderr)
+    local_handler.setFormatter(formatter)
+    local = logging.getLogger("leadflow.local")
+    local.handlers = [local_handler]
+    local.setLevel(level)
+    local.propagate = False
+    root_handler = logging.StreamHandler(sys.stderr)
+    root_handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[root_handler])
     if not verbose:
-        # botocore and urllib3 are chatty at INFO about every connection.
+        # botocore and urllib3 are chatty about every connection.
         for name in ("botocore", "boto3", "urllib3", "werkzeug"):
             logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -142,6 +142,7 @@ class StreamPoller:
         retry_base_delay: float = 0.1,
         retry_max_delay: float = 5.0,
         poll_interval: float = 0.05,
+        idle_poll_interval: float = 0.1,
         record_filter: Callable[[Mapping[str, Any]], bool] | None = is_lead_record,
         on_failure: OnFailure | None = None,
         function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:leadflow-stream",
@@ -156,6 +157,7 @@ class StreamPoller:
         self._retry_base_delay = retry_base_delay
         self._retry_max_delay = retry_max_delay
         self._poll_interval = poll_interval
+        self._idle_poll_interval = max(idle_poll_interval, poll_interval)
         self._filter = record_filter
         self._on_failure = on_failure
         self._function_arn = function_arn
@@ -285,6 +287,7 @@ class StreamPoller:
         self._iterators[shard_id] = self._client.get_shard_iterator(**kwargs)["ShardIterator"]
 
     def _run(self) -> None:
+        empty_polls = 0
         while not self._stop.is_set():
             with self._cond:
                 self._cycles_started += 1
@@ -301,11 +304,16 @@ class StreamPoller:
                     except Exception:
                         logger.debug("could not reposition shard %s", shard_id, exc_info=True)
                 continue
-            if not found:
-                with self._cond:
-                    self._last_idle_cycle = cycle
-                    self._cond.notify_all()
-                self._stop.wait(self._poll_interval)
+            if found:
+                empty_polls = 0
+                continue
+            with self._cond:
+                self._last_idle_cycle = cycle
+                self._cond.notify_all()
+            # Poll fast while records flow; after a second of silence, a little slower.
+            empty_polls += 1
+            quiet = empty_polls * self._poll_interval >= 1.0
+            self._stop.wait(self._idle_poll_interval if quiet else self._poll_interval)
 
     def _poll_once(self) -> bool:
         found = False
