@@ -219,14 +219,18 @@ class LeadService:
                 pass  # an event just rescored it
         return {"leads": seen, "updated": changed, "moves": moved}
 
-    def funnel(self) -> dict[str, Any]:
-        counts = {stage: self.store.count_stage(stage) for stage in STAGES}
+    def funnel(self, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+        """Leads by current stage (optionally: that entered it within [since, until)), and
+        for each step the share of leads that reached at least the next stage."""
+        lo = since.isoformat() if since else None
+        hi = until.isoformat() if until else None
+        counts = {stage: self.store.count_stage(stage, lo, hi) for stage in STAGES}
         rates = {}
         for a, b in zip(STAGES, STAGES[1:]):
             reached_a = sum(counts[s] for s in STAGES[STAGES.index(a):])
             reached_b = sum(counts[s] for s in STAGES[STAGES.index(b):])
             rates[f"{a}_to_{b}"] = round(reached_b / reached_a, 4) if reached_a else None
-        return {"stages": counts, "conversion": rates, "total": sum(counts.values())}
+        return {"since": lo, "until": hi, "stages": counts, "conversion": rates, "total": sum(counts.values())}
 
 
 @dataclass

@@ -141,3 +141,29 @@ def test_anonymous_history_joins_lead_when_visitor_identifies(call):
     # later anonymous events follow the visitor to the lead
     _, after = call("POST", "/v1/events", {"type": "page_viewed", "anonymous_id": "v-1", "properties": {"url": "/pricing"}})
     assert after["lead_id"] == body["lead_id"]
+
+
+def test_funnel_counts_stages_and_filters_by_entry_window(call):
+    call("POST", "/v1/events", {"type": "identify", "email": "a@acme.io"})
+    call("POST", "/v1/events", {"type": "form_submitted", "email": "b@tiny.io", "properties": {"form_kind": "demo_request"},
+                                "traits": BANT})
+    status, body = call("GET", "/v1/funnel")
+    assert status == 200 and body["stages"]["subscriber"] == 1 and body["stages"]["sql"] == 1 and body["total"] == 2
+    assert body["conversion"]["subscriber_to_lead"] == 0.5
+    status, past = call("GET", "/v1/funnel", query="since=2020-01-01&until=2020-02-01")
+    assert status == 200 and past["total"] == 0
+
+
+def test_funnel_bad_date_is_422(call):
+    status, body = call("GET", "/v1/funnel", query="since=yesterday")
+    assert status == 422 and body["field"] == "since"
+
+
+def test_logs_never_contain_email_or_name(call, capsys):
+    call("POST", "/v1/events", {"type": "identify", "email": "Secret.Person@acme.io",
+                                "traits": {"first_name": "Zebulon", "last_name": "Quixote"}})
+    call("POST", "/v1/forms/demo", {"email": "secret.person@acme.io", "firstname": "Zebulon"})
+    out = capsys.readouterr()
+    logs = (out.out + out.err).lower()
+    assert "event.applied" in logs  # the log lines were emitted...
+    assert "secret.person@acme.io" not in logs and "zebulon" not in logs and "quixote" not in logs  # ...masked

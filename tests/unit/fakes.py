@@ -52,8 +52,11 @@ class MemoryStore:
     def scan_leads(self):
         return [copy.deepcopy(v) for v in self.items.values() if v.email and not v.merged_into]
 
-    def count_stage(self, stage):
-        return sum(1 for v in self.scan_leads() if v.stage == stage)
+    def count_stage(self, stage, since=None, until=None):
+        def inside(lead):
+            at = lead.stage_entered_at.isoformat()
+            return (since is None or at >= since) and (until is None or at < until)
+        return sum(1 for v in self.scan_leads() if v.stage == stage and inside(v))
 
 
 class StepClock:

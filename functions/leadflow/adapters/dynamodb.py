@@ -198,12 +198,19 @@ class DynamoLeadStore:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def count_stage(self, stage: str) -> int:
+    def count_stage(self, stage: str, since: str | None = None, until: str | None = None) -> int:
+        """Leads now in `stage`; with since/until, only those that entered it in [since, until)."""
+        values: dict[str, Any] = {":pk": {"S": stage_gsi_pk(stage)}}
+        condition = "GSI1PK = :pk"
+        if since or until:
+            condition += " AND GSI1SK BETWEEN :lo AND :hi"
+            values[":lo"] = {"S": since or "0"}
+            values[":hi"] = {"S": until or "9"}
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": "GSI1",
-            "KeyConditionExpression": "GSI1PK = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": stage_gsi_pk(stage)}},
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
             "Select": "COUNT",
         }
         total = 0

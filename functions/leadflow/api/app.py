@@ -178,7 +178,23 @@ def delete_lead(lead_id: str) -> Response:
 
 @app.get("/v1/funnel")
 def funnel() -> Response:
-    return _json(200, container.service().funnel())
+    query = app.current_event.query_string_parameters or {}
+    bounds = {name: _iso_date(query.get(name), name) for name in ("since", "until")}
+    if bounds["since"] and bounds["until"] and bounds["since"] >= bounds["until"]:
+        raise InvalidInput("until: must be after since", field="until")
+    return _json(200, container.service().funnel(**bounds))
+
+
+def _iso_date(value: str | None, name: str):
+    if not value:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name}: not an ISO date or date-time", field=name) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _log_applied(result, source: str) -> None:

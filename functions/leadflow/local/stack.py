@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from leadflow.local.atomic import make_dynamodb_atomic
 from leadflow.local.gateway import Gateway
 from leadflow.local.moto_server import MotoServer, forget_shard_iterator
 from leadflow.local.persist import PeriodicDump, Snapshot
@@ -257,6 +258,9 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        # The API, stream and jobs handlers write from different threads: give moto
+        # DynamoDB's per-item atomicity, or two conditional writes could both pass.
+        make_dynamodb_atomic()
         self.moto.start()
         self.moto.reset()
         self._set_environment()
@@ -314,6 +318,12 @@ class LocalStack:
             "stream": {"function_name": "leadflow-stream", "timeout_s": 60.0},
             "jobs": {"function_name": "leadflow-jobs", "timeout_s": 900.0},
         }
+        if any(isinstance(spec, str) for spec in self._specs.values()):
+            # The real handlers cache settings and boto3 clients per process; a
+            # previous stack in this process left them pointing at its endpoint.
+            from leadflow import container
+
+            container.reset()
         for role, spec in self._specs.items():
             if spec is None:
                 continue
