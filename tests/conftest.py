@@ -19,7 +19,7 @@ for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def rules():
     from leadflow.settings import load_rules
 
