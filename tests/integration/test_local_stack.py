@@ -575,7 +575,7 @@ def test_scheduler_run_now_invokes_jobs_handler_with_the_job(make_stack):
 # -- the command -----------------------------------------------------------------------
 
 
-def test_serve_command_until_sigterm_exits_zero_and_saves_data(tmp_path):
+def test_serve_command_runs_real_handlers_until_sigterm_then_exits_zero_and_saves_data(tmp_path):
     port = free_port()
     data_dir = tmp_path / "serve"
     env = dict(os.environ)
@@ -600,6 +600,15 @@ def test_serve_command_until_sigterm_exits_zero_and_saves_data(tmp_path):
                 break
             time.sleep(0.1)
         assert status == 200, process.stderr.read() if process.poll() is not None else "no /healthz 200"
+        event = {"type": "form_submitted", "email": "jane@acme.com", "properties": {"form_kind": "newsletter"}}
+        status, _, body = call(
+            f"http://127.0.0.1:{port}",
+            "POST",
+            "/v1/events",
+            body=json.dumps(event).encode(),
+            headers=[("Content-Type", "application/json")],
+        )
+        assert status == 200, body
 
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=20)
@@ -610,4 +619,5 @@ def test_serve_command_until_sigterm_exits_zero_and_saves_data(tmp_path):
 
     assert process.returncode == 0, err
     assert f"http://127.0.0.1:{port}" in out
-    assert (data_dir / "dynamodb.json").exists()
+    saved = json.loads((data_dir / "dynamodb.json").read_text())
+    assert saved["tables"][TABLE], "the event's lead was not saved"
