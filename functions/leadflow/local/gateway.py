@@ -196,6 +196,7 @@ class Gateway:
         self._account_id = account_id
         self._access_log = access_log
         self._server: ThreadingHTTPServer | None = None
+        self._bound_port: int | None = None
         self._thread: threading.Thread | None = None
         self._accepting = False
         self._counter_lock = threading.Lock()
@@ -211,9 +212,9 @@ class Gateway:
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._bound_port is None:
             raise RuntimeError("gateway is not running")
-        return int(self._server.server_address[1])
+        return self._bound_port
 
     @property
     def running(self) -> bool:
@@ -223,6 +224,7 @@ class Gateway:
         server = ThreadingHTTPServer((self._host, self._port), _make_request_handler(self))
         server.daemon_threads = True
         self._server = server
+        self._bound_port = int(server.server_address[1])
         self._accepting = True
         self._thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="leadflow-gateway", daemon=True)
         self._thread.start()
