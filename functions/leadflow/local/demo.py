@@ -149,6 +149,7 @@ class Persona:
     expect: tuple[str, ...]  # acceptable final stages
     expect_dq: str | None = None  # disqualified reason the rules must give (None: must not be disqualified)
     why: str = ""
+    via: str | None = None  # the rule that must have moved it into its final stage
 
 
 @dataclass
@@ -204,15 +205,15 @@ def write_personas(s: Script) -> dict[str, Step]:
     keep: dict[str, Step] = {}
 
     who = "nora@brightpath.example"
-    s.personas.append(Persona("newsletter", "Newsletter-only subscriber", who, ("subscriber",),
-                              why="a newsletter alone is never an MQL, even with fit A"))
+    s.personas.append(Persona("newsletter", "Newsletter-only subscriber", who, ("subscriber",), via="new_contact",
+                              why="a newsletter alone is never an MQL, even at fit A"))
     s.form(who, "newsletter", 6.2, {"first_name": "Nora", **buyer("Marketing Manager", "Brightpath", 220, "US")})
     s.event(who, "email_opened", 4.1, props={"campaign": "weekly-digest"})
     s.event(who, "email_opened", 0.9, props={"campaign": "weekly-digest"})
 
     who = "vera.lind@northwind.example"
-    s.personas.append(Persona("buyer_mql", "Fitting buyer, content only", who, ("mql",),
-                              why="2 ebooks + webinar + 3 pricing visits: MQL, no hand raised so not SQL"))
+    s.personas.append(Persona("buyer_mql", "Fitting buyer, content only", who, ("mql",), via="mql_threshold",
+                              why="2 ebooks, webinar, 3x pricing: no hand raised, so not SQL"))
     s.view(who, "/blog/lead-scoring-101", 6.5, traits=buyer("VP Marketing", "Northwind Software", 800, "NO"))
     s.event(who, "content_downloaded", 5.0, props={"content_id": "ebook-scoring", "url": SITE + "/ebooks/scoring"})
     s.event(who, "email_clicked", 4.2, props={"campaign": "nurture-1"})
@@ -223,8 +224,8 @@ def write_personas(s: Script) -> dict[str, Step]:
     s.view(who, "/pricing", 0.3)
 
     who = "omar.haddad@globex.example"
-    s.personas.append(Persona("buyer_demo", "Fitting buyer who then asks for a demo", who, ("sql",),
-                              why="same journey + demo request (no BANT): SQL by score, accepted by sales"))
+    s.personas.append(Persona("buyer_demo", "Fitting buyer who asks for a demo", who, ("sql",), via="sql_threshold",
+                              why="then a demo request without BANT: SQL by score; sales accepts"))
     s.view(who, "/product", 6.8, traits=buyer("Head of Revenue Operations", "Globex", 1400, "GB"))
     s.event(who, "content_downloaded", 5.7, props={"content_id": "ebook-scoring"})
     s.event(who, "content_downloaded", 4.4, props={"content_id": "ebook-handoff"})
@@ -235,8 +236,8 @@ def write_personas(s: Script) -> dict[str, Step]:
     s.form(who, "request-demo", 0.6, {"message": "Can we see the Salesforce sync?"})
 
     who = "ines@tinylabs.example"
-    s.personas.append(Persona("founder", "Founder of a 4-person company, demo request with BANT", who, ("sql",),
-                              why="demo request carrying budget/authority/need/timeline: SQL at once"))
+    s.personas.append(Persona("founder", "Founder of a 4-person company", who, ("sql",), via="bant_hand_raise",
+                              why="urlencoded demo form with BANT: SQL at once"))
     s.view(who, "/pricing", 1.3)
     keep["founder_form"] = s.form(who, "request-demo", 1.2, {
         "firstname": "Ines", "lastname": "Moreau", "title": "Founder", "company": "Tiny Labs", "employees": "4",
@@ -246,7 +247,7 @@ def write_personas(s: Script) -> dict[str, Step]:
 
     who = "sam.okafor.student@gmail.com"
     s.personas.append(Persona("student", "Student on gmail downloading ebooks", who, ("subscriber", "lead"), "student",
-                              why="students fill forms for coursework: never reaches sales"))
+                              why="never reaches sales"))
     s.form(who, "ebook", 5.4, {"first_name": "Sam", "job_title": "MBA Student", "company": "University",
                                "content_title": "Lead scoring 101"})
     s.form(who, "whitepaper", 3.3, {"content_title": "The MQL to SQL handoff"})
@@ -255,7 +256,7 @@ def write_personas(s: Script) -> dict[str, Step]:
 
     who = "carl@competitor.example"
     s.personas.append(Persona("competitor", "Competitor researching us", who, ("subscriber", "lead"), "competitor",
-                              why="competitor domain: disqualified even after a demo request"))
+                              why="even after a demo request"))
     s.view(who, "/pricing", 4.0, traits=buyer("Product Marketing Manager", "Competitor Inc", 600, "US"))
     s.view(who, "/features", 3.9)
     s.event(who, "content_downloaded", 3.8, props={"content_id": "ebook-scoring"})
@@ -265,14 +266,14 @@ def write_personas(s: Script) -> dict[str, Step]:
 
     who = "x7k2q9@mailinator.com"
     s.personas.append(Persona("bot", "Disposable-inbox bot", who, ("subscriber", "lead"), "bot",
-                              why="mailinator inbox: disqualified"))
+                              why="mailinator inbox"))
     for i, minutes in enumerate((0, 1, 2)):
         s.event(who, "content_downloaded", 2.5 - minutes / 1440, props={"content_id": f"ebook-{i}"},
                 traits={"user_agent": "python-requests/2.31"} if i == 0 else None)
 
     who = "dana.wu@initech.example"
     s.personas.append(Persona("year_ago", "Hot a year ago, silent since", who, ("subscriber", "lead"),
-                              why="a demo request with BANT 365 days ago counts for nothing today"))
+                              why="demo request with BANT 365 days ago: not qualified today"))
     s.event(who, "content_downloaded", 368, props={"content_id": "ebook-2025"},
             traits=buyer("Director of Sales Operations", "Initech", 900, "US"))
     s.event(who, "webinar_attended", 366, props={"webinar_id": "web-2025"})
@@ -281,8 +282,8 @@ def write_personas(s: Script) -> dict[str, Step]:
 
     who = "priya.nair@fabrikam.example"
     anon = "anon-5e1c0b7d"
-    s.personas.append(Persona("anonymous", "Anonymous visitor who identifies later", who, ("mql",),
-                              why="a week of anonymous pricing/product visits joins the lead on the ebook form"))
+    s.personas.append(Persona("anonymous", "Anonymous visitor who identifies later", who, ("mql",), via="mql_threshold",
+                              why="anonymous pricing/product visits joined on the ebook form"))
     for path, days in (("/product", 3.6), ("/pricing", 3.5), ("/features/integrations", 2.4), ("/pricing", 2.3),
                        ("/customers", 1.5), ("/pricing", 1.4)):
         s.view(who, path, days, anonymous=anon, email=False)
@@ -291,11 +292,12 @@ def write_personas(s: Script) -> dict[str, Step]:
 
     who = "lars.berg@contoso.example"
     s.personas.append(Persona("rejected", "SQL that sales rejects", who, ("lead",),
-                              why="contact request made an SQL; sales rejects it with a reason: back to lead"))
+                              why="contact request made an SQL; rejected with a reason"))
     s.event(who, "webinar_attended", 4.5, props={"webinar_id": "web-nov-mql-sla"},
             traits=buyer("Director of IT", "Contoso Bank", 1200, "DE", "financial services"))
     s.event(who, "content_downloaded", 3.6, props={"content_id": "ebook-handoff"})
     s.view(who, "/pricing", 2.6)
+    s.view(who, "/pricing", 2.1)
     s.view(who, "/pricing", 1.8)
     s.form(who, "contact-us", 1.7, {"message": "Please call me about pricing"})
     return keep
@@ -392,29 +394,31 @@ def deliver(api: Api, step: Step) -> dict[str, Any]:
     return api.ok("POST", f"/v1/forms/{step.form_id}", step.body, urlencoded=step.urlencoded)
 
 
-def play_week(api: Api, script: Script, out: list[str]) -> dict[str, str]:
+def play_week(api: Api, script: Script) -> dict[str, str]:
     """Post every step in event-time order; returns email -> lead_id as the API answered."""
     lead_ids: dict[str, str] = {}
+    stage_now: dict[str, str] = {}
     days: dict[str, Tally] = {}
     older = Tally()
+    today = script.now.date()
     for step in sorted(script.steps, key=lambda st: (st.at, st.body.get("event_id") or st.body.get("submission_id"))):
         answer = deliver(api, step)
-        if step.body.get("email"):
-            lead_ids[step.who] = answer["lead_id"]
         age = (script.now - step.at).days
-        tally = older if age > 7 else days.setdefault(step.at.strftime("%a %d %b"), Tally())
+        label = "today" if step.at.date() == today else step.at.strftime("%a %d %b")
+        tally = older if age > 7 else days.setdefault(label, Tally())
         tally.events += 1
         tally.people.add(step.who)
-        for move in answer.get("moves") or []:
-            tally.new += move.startswith("new->")
-            tally.mql += move.endswith("->mql")
-            tally.sql += move.endswith("->sql")
+        if step.body.get("email"):
+            lead_ids[step.who] = answer["lead_id"]
+            before, stage_now[step.who] = stage_now.get(step.who), answer["stage"]
+            tally.new += before is None
+            tally.mql += answer["stage"] == "mql" and before != "mql"
+            tally.sql += answer["stage"] == "sql" and before != "sql"
     if older.events:
-        out.append(f"  {'a year ago':10} {older.events:3} events from {len(older.people):2} people "
-                   f"(late delivery of old activity)")
+        say(f"  {'a year ago':10} {older.events:3} events from {len(older.people):2} people (late delivery of old activity)")
     for day, t in days.items():
-        out.append(f"  {day:10} {t.events:3} events from {len(t.people):2} people: "
-                   f"{t.new:2} new contacts, {t.mql} new MQL, {t.sql} new SQL")
+        say(f"  {day:10} {t.events:3} events from {len(t.people):2} people: "
+            f"{t.new:2} new contacts, {t.mql} new MQL, {t.sql} new SQL")
     return lead_ids
 
 
@@ -431,11 +435,17 @@ class Report:
         self.lines.append(f"  {'ok' if ok else UNEXPECTED:10} {text}")
 
 
+def entering_move(lead: dict[str, Any]) -> dict[str, Any] | None:
+    """The history entry that moved the lead into its current stage."""
+    history = lead.get("history") or []
+    return next((m for m in reversed(history) if m["to_stage"] == lead["stage"] and m.get("from_stage") != m["to_stage"]),
+                history[-1] if history else None)
+
+
 def entered_by(lead: dict[str, Any]) -> str:
     """The cause of the move into the lead's current stage, as its history records it."""
     history = lead.get("history") or []
-    entry = next((m for m in reversed(history) if m["to_stage"] == lead["stage"] and m.get("from_stage") != m["to_stage"]),
-                 history[-1] if history else None)
+    entry = entering_move(lead)
     if entry is None:
         return "-"
     cause = entry["cause"]
@@ -457,11 +467,13 @@ def persona_verdict(p: Persona, lead: dict[str, Any]) -> tuple[bool, str]:
     stage, dq = lead["stage"], lead.get("disqualified_reason") if lead.get("disqualified") else None
     got = f"-> {stage}" + (f", disqualified: {dq}" if dq else "")
     ok = stage in p.expect and dq == p.expect_dq
-    if p.expect_dq:
-        want = f"disqualified: {p.expect_dq}, never MQL/SQL"
-    else:
-        want = " or ".join(p.expect)
-    return ok, f"{got} (expected {want})"
+    if p.via:
+        rule = ((entering_move(lead) or {}).get("cause") or {}).get("rule")
+        got += f" via {rule}"
+        ok = ok and rule == p.via
+    want = " or ".join(p.expect) + (f", disqualified: {p.expect_dq}" if p.expect_dq else ", not disqualified")
+    want += f" via {p.via}" if p.via else ""
+    return ok, f"{got}, as expected" if ok else f"{got}, expected {want}"
 
 
 def run_checks(api: Api, script: Script, keep: dict[str, Step], ids: dict[str, str], report: Report) -> None:
@@ -505,6 +517,19 @@ def run_checks(api: Api, script: Script, keep: dict[str, Step], ids: dict[str, s
                                     f"{move.get('from_stage')} -> {move.get('to_stage') or (answer or {}).get('message')}")
 
 
+def wait_healthy(api: Api, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if api.request("GET", "/healthz")[0] == 200:
+                return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
 def main() -> int:
     global _report_stream
     _report_stream = sys.stdout
@@ -529,7 +554,6 @@ def run() -> int:
     keep = write_personas(script)
     write_crowd(script, rng)
 
-    out: list[str] = []
     report = Report()
     with tempfile.TemporaryDirectory(prefix="leadflow-demo-") as data_dir:
         stack = LocalStack(port=0, data_dir=data_dir, persist=False, access_log=False)
@@ -541,20 +565,17 @@ def run() -> int:
         try:
             say(f"leadflow demo: local stack on {stack.url} (throwaway data, default rules)")
             api = Api(stack.url)
-            if api.request("GET", "/healthz")[0] != 200:
-                print("demo: the stack is not healthy", file=sys.stderr)
+            if not wait_healthy(api, 15.0):
+                print("demo: the local stack did not become healthy", file=sys.stderr)
                 return 2
             people = len(script.personas) + len(script.crowd)
             say(f"Playing a week of traffic: {len(script.steps)} deliveries from {people} people "
-                  f"(events sent now, each with its own occurred_at)")
-            ids = play_week(api, script, out)
-            say("\n".join(out))
-            out.clear()
+                f"(events sent now, each with its own occurred_at)")
+            ids = play_week(api, script)
             run_checks(api, script, keep, ids, report)
             rows = [(p.email, p) for p in script.personas] + [(email, None) for email in script.crowd]
             leads = {email: api.ok("GET", f"/v1/leads/{ids[email]}") for email, _ in rows}
             funnel = api.ok("GET", "/v1/funnel")
-            stack.drain(10)
         except (ApiError, OSError) as exc:
             print(f"demo: {exc}", file=sys.stderr)
             return 2
@@ -581,7 +602,7 @@ def print_report(rows: list[tuple[str, Persona | None]], leads: dict[str, dict],
         if persona is not None:
             ok, verdict = persona_verdict(persona, lead)
             report.failures += not ok
-            persona_lines.append(f"  {'ok' if ok else UNEXPECTED:10} {persona.name} {verdict}: {persona.why}")
+            persona_lines.append(f"  {'ok' if ok else UNEXPECTED:10} {persona.name} {verdict}; {persona.why}")
             mark = "" if ok else f"  {UNEXPECTED}"
         if dq and any(m["to_stage"] in HANDOFF and m["cause"]["kind"] != "actor" for m in lead.get("history") or []):
             report.failures += 1
