@@ -20,7 +20,7 @@ PERSONAS = {
     "Student on gmail downloading ebooks": ["disqualified: student"],
     "Competitor researching us": ["disqualified: competitor"],
     "Disposable-inbox bot": ["disqualified: bot"],
-    "Hot a year ago, silent since": ["-> subscriber", "-> lead"],
+    "Hot a year ago, silent since": ["-> lead"],
     "Anonymous visitor who identifies later": ["-> mql"],
     "SQL that sales rejects": ["-> lead"],
 }

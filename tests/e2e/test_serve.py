@@ -68,7 +68,7 @@ def test_year_old_activity_qualifies_nobody(stack: Client):
     for i in range(3):
         _, body = stack.post("/v1/events", {"type": "form_submitted", "email": who, "occurred_at": ago(365 - i),
                                             "properties": {"form_kind": "demo_request"}})
-    assert body["stage"] == "subscriber" and body["engagement_score"] == 0
+    assert body["stage"] == "lead" and body["engagement_score"] == 0  # converted back then; qualifies nobody today
 
 
 def test_duplicate_event_id_answers_as_first_time(stack: Client):

@@ -64,7 +64,7 @@ PERSONAS = [
      [form("demo_request", email="x@mailinator.com", traits={**BUYER, **BANT})], "lead", True),
     ("activity_from_a_year_ago_qualifies_nobody_today",
      [ev("identify", traits={**BUYER, **BANT}), form("demo_request", days_ago=365), ev("webinar_attended", days_ago=360),
-      pricing(365), pricing(364), pricing(363)], "subscriber", False),
+      pricing(365), pricing(364), pricing(363)], "lead", False),
 ]
 
 

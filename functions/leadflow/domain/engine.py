@@ -148,6 +148,8 @@ def apply_event(lead: Lead, event: AppliedEvent, rules: Rules, now: datetime) ->
         lead.marketing_email = "bounced"
     for rule_id in signals_for(event, lead.traits, lead.email, rules):
         lead.signals.append(Signal(rule=rule_id, at=at, event=key))
+        if lead.converted_by is None and rules.engagement_by_id[rule_id].conversion:
+            lead.converted_by = rule_id
     _prune(lead, rules, now)
     lead.seen.append(key)
     if len(lead.seen) > rules.limits.seen_event_ids:
@@ -168,6 +170,7 @@ def absorb(lead: Lead, visitor: Lead, anonymous_id: str) -> Lead:
     lead.signals.sort(key=lambda s: (s.at, s.rule, s.event))
     seen = set(lead.seen)
     lead.seen.extend(k for k in visitor.seen if k not in seen)
+    lead.converted_by = lead.converted_by or visitor.converted_by
     for anon in [*visitor.anonymous_ids, anonymous_id]:
         if anon not in lead.anonymous_ids:
             lead.anonymous_ids.append(anon)

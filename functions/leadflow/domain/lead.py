@@ -87,6 +87,7 @@ class Lead(BaseModel):
     marketing_email: Literal["subscribed", "unsubscribed", "bounced"] = "subscribed"
     owner: str | None = None
     signals: list[Signal] = Field(default_factory=list)
+    converted_by: str | None = None  # the first conversion (rule id): a lead for good, however old
     engagement_reset_at: int | None = None  # recycle/reject: signals up to here no longer count
     intent_flags: dict[str, str] = Field(default_factory=dict)
     seen: list[str] = Field(default_factory=list)  # event keys applied, oldest first

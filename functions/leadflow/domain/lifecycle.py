@@ -53,9 +53,8 @@ def automatic_target(lead: Lead, card: ScoreCard, event: AppliedEvent | None, no
     live = [s for s in lead.signals if reset is None or s.at > reset]
     decisions: list[Decision] = [Decision("subscriber", "new_contact")]
 
-    conversions = [s for s in lead.signals if rules.engagement_by_id.get(s.rule) and rules.engagement_by_id[s.rule].conversion]
-    if conversions:
-        decisions.append(Decision("lead", "conversion:" + sorted(conversions, key=lambda s: s.at)[-1].rule))
+    if lead.converted_by:
+        decisions.append(Decision("lead", "conversion:" + lead.converted_by))
 
     disqualified = lead.disqualified
     if not disqualified:

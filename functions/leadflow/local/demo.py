@@ -272,8 +272,8 @@ def write_personas(s: Script) -> dict[str, Step]:
                 traits={"user_agent": "python-requests/2.31"} if i == 0 else None)
 
     who = "dana.wu@initech.example"
-    s.personas.append(Persona("year_ago", "Hot a year ago, silent since", who, ("subscriber", "lead"),
-                              why="demo request with BANT 365 days ago: not qualified today"))
+    s.personas.append(Persona("year_ago", "Hot a year ago, silent since", who, ("lead",),
+                              why="converted a year ago (a lead for good), demo request with BANT 365 days ago: not qualified today"))
     s.event(who, "content_downloaded", 368, props={"content_id": "ebook-2025"},
             traits=buyer("Director of Sales Operations", "Initech", 900, "US"))
     s.event(who, "webinar_attended", 366, props={"webinar_id": "web-2025"})
