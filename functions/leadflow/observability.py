@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import re
+from typing import Any, Callable
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
+
+class _NoMetrics:
+    """Honours POWERTOOLS_METRICS_DISABLED, which Powertools' CloudWatch EMF provider
+    ignores (it prints metric documents to stdout regardless, e.g. on the local stack)."""
+
+    def add_metric(self, **_kwargs: Any) -> None:
+        return None
+
+    def log_metrics(self, lambda_handler: Callable | None = None, **_kwargs: Any) -> Callable:
+        if lambda_handler is None:
+            return lambda handler: handler
+        return lambda_handler
+
+
+def _metrics_disabled() -> bool:
+    return os.environ.get("POWERTOOLS_METRICS_DISABLED", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 logger = Logger(service="leadflow")
 tracer = Tracer(service="leadflow")
-metrics = Metrics(namespace="Leadflow", service="leadflow")
+metrics: Any = _NoMetrics() if _metrics_disabled() else Metrics(namespace="Leadflow", service="leadflow")
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9])[A-Za-z0-9.\-]*(\.[A-Za-z]{2,})")
 
