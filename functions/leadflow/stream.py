@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from leadflow.adapters.dynamodb import to_plain
+from leadflow.adapters.dynamodb import applied_events
 from leadflow.domain.ports import LeadStore
 
 
@@ -22,7 +22,7 @@ def handle_change(store: LeadStore, event_name: str, keys: dict[str, Any], new_i
     if event_name == "REMOVE":
         swept = store.purge_events(lead_id)
         return f"erased:{swept}"
-    applied = to_plain((new_image or {}).get("applied") or [])
+    applied = applied_events(new_image or {})
     if applied:
         store.append_events(lead_id, applied)
         return f"logged:{len(applied)}"

@@ -75,6 +75,6 @@ def test_stream_bad_record_is_reported_as_partial_failure(aws):
     bad = {"Records": [{"eventID": "1", "eventName": "MODIFY", "eventSource": "aws:dynamodb", "eventVersion": "1.1",
                         "awsRegion": "us-east-1", "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/t/stream/x",
                         "dynamodb": {"Keys": {"PK": {"S": "LEAD#ld_x"}, "SK": {"S": "LEAD"}}, "SequenceNumber": "42",
-                                     "NewImage": {"PK": {"S": "LEAD#ld_x"}, "applied": {"L": [{"M": {"event_id": {"S": "e"}}}]}},
+                                     "NewImage": {"PK": {"S": "LEAD#ld_x"}, "applied": {"S": '[{"event_id": "e"}]'}},
                                      "StreamViewType": "NEW_AND_OLD_IMAGES", "SizeBytes": 1}}]}
     assert stream_handler.handler(bad, Context()) == {"batchItemFailures": [{"itemIdentifier": "42"}]}

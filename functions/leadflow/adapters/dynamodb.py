@@ -18,9 +18,6 @@ from leadflow.domain.events import AppliedEvent
 from leadflow.domain.lead import Lead
 from leadflow.domain.ports import VersionConflict
 
-_META = ("PK", "SK", "GSI1PK", "GSI1SK", "kind", "ttl")
-
-
 def to_plain(value: Any) -> Any:
     """DynamoDB numbers arrive as Decimal; give the models ints and floats."""
     if isinstance(value, Decimal):
@@ -37,21 +34,49 @@ def _to_dynamo(data: dict) -> dict:
 
 
 def lead_to_item(lead: Lead) -> dict:
-    data = lead.model_dump(mode="json")
-    data.update(
-        PK=lead_pk(lead.lead_id),
-        SK=LEAD_SK,
-        kind="alias" if lead.merged_into else ("lead" if lead.known else "visitor"),
-    )
+    """Top-level attributes for what is keyed, indexed or worth reading in the console;
+    the rest of the lead (signals, history, explanation, dedupe keys) as one compact
+    JSON string. Nested maps would cost type overhead on every write and make the
+    local stack's moto crawl (it walks every nested value on every call)."""
+    item: dict[str, Any] = {
+        "PK": lead_pk(lead.lead_id),
+        "SK": LEAD_SK,
+        "kind": "alias" if lead.merged_into else ("lead" if lead.known else "visitor"),
+        "lead_id": lead.lead_id,
+        "version": lead.version,
+        "stage": lead.stage,
+        "score": Decimal(str(lead.score)),
+        "fit_grade": lead.fit_grade,
+        "engagement_score": Decimal(str(lead.engagement_score)),
+        "disqualified": lead.disqualified,
+        "updated_at": lead.updated_at.isoformat(),
+        "body": lead.model_dump_json(exclude={"applied", "version"}),
+    }
+    if lead.email:
+        item["email"] = lead.email
+    if lead.merged_into:
+        item["merged_into"] = lead.merged_into
+    if lead.applied:
+        item["applied"] = json.dumps(lead.applied, separators=(",", ":"))
     if lead.known and not lead.merged_into:
-        data["GSI1PK"] = stage_gsi_pk(lead.stage)
-        data["GSI1SK"] = stage_gsi_sk(data["stage_entered_at"], lead.lead_id)
-    return _to_dynamo(data)
+        item["GSI1PK"] = stage_gsi_pk(lead.stage)
+        item["GSI1SK"] = stage_gsi_sk(lead.stage_entered_at.isoformat(), lead.lead_id)
+    return item
 
 
 def item_to_lead(item: dict) -> Lead:
-    plain = to_plain({k: v for k, v in item.items() if k not in _META})
-    return Lead.model_validate(plain)
+    data = json.loads(item["body"])
+    data["version"] = int(item["version"])
+    return Lead.model_validate(data)
+
+
+def applied_events(image: dict) -> list[dict]:
+    """The events a lead write applied, from a stream image (already deserialised)."""
+    raw = image.get("applied")
+    return json.loads(raw) if raw else []
+
+
+_META = ("PK", "SK", "GSI1PK", "GSI1SK", "kind", "ttl")
 
 
 class DynamoLeadStore:
