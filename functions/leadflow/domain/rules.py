@@ -220,8 +220,8 @@ class Forms(_Strict):
 
 
 class Limits(_Strict):
-    signals_per_rule: int = Field(default=200, ge=10, le=5000)
-    seen_event_ids: int = Field(default=1000, ge=100, le=20000)
+    signals_per_rule: int = Field(default=50, ge=10, le=5000)
+    seen_event_ids: int = Field(default=500, ge=100, le=20000)
 
 
 class Rules(_Strict):
