@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from leadflow.domain.engine import absorb, apply_action, apply_event, new_lead, rescore
+from leadflow.domain.engine import absorb, apply_action, apply_event, new_lead, rebase, rescore
 from leadflow.domain.errors import NotFound, TooManyConflicts
 from leadflow.domain.events import AppliedEvent, CanonicalEvent, finalise, normalise_email
 from leadflow.domain.lead import Lead, Move, lead_id_for_anonymous, lead_id_for_email
@@ -201,12 +201,23 @@ class LeadService:
 
     # -- scheduled ---------------------------------------------------------------------
 
+    def event_log(self, lead: Lead) -> list[AppliedEvent]:
+        """The lead's events, including those it had as an anonymous visitor."""
+        events = self.store.events(lead.lead_id)
+        for anon in lead.anonymous_ids:
+            events.extend(self.store.events(lead_id_for_anonymous(anon)))
+        return events
+
     def rescore_all(self) -> dict[str, int]:
-        """Refresh every lead's decayed score; write only those whose figures changed."""
+        """Refresh every lead's decayed score; a lead scored under another rules version is
+        rebuilt from its event log. Only leads whose figures changed are written."""
         seen = changed = moved = 0
         for lead in self.store.scan_leads():
             seen += 1
-            outcome = rescore(lead, self.rules, self.clock())
+            if lead.rules_version != self.rules.version:
+                outcome = rebase(lead, self.event_log(lead), self.rules, self.clock())
+            else:
+                outcome = rescore(lead, self.rules, self.clock())
             new = outcome.lead
             if (new.score, new.engagement_score, new.fit_grade, new.rules_version) == (
                     lead.score, lead.engagement_score, lead.fit_grade, lead.rules_version) and not outcome.moves:

@@ -424,8 +424,12 @@ def test_stream_handler_exception_retries_the_whole_batch(make_stack):
     _write_batch(stack, ["0", "1", "2"])
     assert stack.drain(10)
 
-    assert stream.batches[0] == stream.batches[1]
-    assert sorted(stream.delivered()) == sorted(["LEAD#0", "LEAD#1", "LEAD#2"] * 2)
+    # The batch that raised comes again, whole, once; the poller may have split the
+    # three writes over several batches, and later batches arrive once.
+    first, retried = stream.batches[0], stream.batches[1]
+    assert retried == first
+    later = [pk(r) for batch in stream.batches[2:] for r in batch]
+    assert sorted([pk(r) for r in first] + later) == ["LEAD#0", "LEAD#1", "LEAD#2"]
 
 
 def test_stream_failure_after_retry_limit_lands_in_dead_letter_file_and_stream_moves_on(make_stack):

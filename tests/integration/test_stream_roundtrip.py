@@ -19,6 +19,7 @@ def aws(monkeypatch):
     """A real moto server over HTTP, as the local stack runs it (streams need it)."""
     server = MotoServer()
     url = server.start()
+    server.reset()  # moto's data is process-wide: start every test empty
     for name in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_DYNAMODB_STREAMS"):
         monkeypatch.setenv(name, url)
     monkeypatch.setenv("LEADFLOW_TABLE", TABLE)
@@ -78,3 +79,28 @@ def test_stream_bad_record_is_reported_as_partial_failure(aws):
                                      "NewImage": {"PK": {"S": "LEAD#ld_x"}, "applied": {"S": '[{"event_id": "e"}]'}},
                                      "StreamViewType": "NEW_AND_OLD_IMAGES", "SizeBytes": 1}}]}
     assert stream_handler.handler(bad, Context()) == {"batchItemFailures": [{"itemIdentifier": "42"}]}
+
+
+def test_rescore_with_new_rules_version_rebuilds_signals_from_event_log(aws, call, store, rules):
+    import stream_handler
+
+    from leadflow.domain.rules import parse_rules
+    from leadflow.service import LeadService
+
+    for e in [{"type": "identify", "email": "docs@acme.io", "traits": {"job_title": "VP Sales", "company_size": 300}},
+              {"type": "page_viewed", "email": "docs@acme.io", "properties": {"url": "https://acme.example/docs/api"}},
+              {"type": "page_viewed", "email": "docs@acme.io", "properties": {"url": "https://acme.example/docs/sdk"}}]:
+        call("POST", "/v1/events", e)
+    stream_handler.handler(_stream_batch(aws), Context())
+    data = rules.model_dump(by_alias=True, exclude_none=True)
+    data["version"] = "with-docs-rule"
+    data["engagement"]["rules"].append({"id": "docs_page", "when": {"all": [{"event": "page_viewed"},
+                                        {"property": "url", "contains_any": ["/docs"]}]}, "points": 30,
+                                        "half_life_days": 30})
+    new_rules = parse_rules(data)
+    report = LeadService(store, new_rules).rescore_all()
+    lead = store.get(lead_id_for_email("docs@acme.io"))
+    assert report["updated"] == report["leads"] == 1, report
+    assert lead.rules_version == "with-docs-rule"
+    assert [s.rule for s in lead.signals].count("docs_page") == 2
+    assert "docs_page" in {line["rule"] for line in lead.explanation}

@@ -209,6 +209,26 @@ def rescore(lead: Lead, rules: Rules, now: datetime) -> Outcome:
     return Outcome(lead=lead, moves=moves)
 
 
+def rebase(lead: Lead, events: Iterable[AppliedEvent], rules: Rules, now: datetime) -> Outcome:
+    """Re-derive a lead's signals from its event log under new rules (a new rules version
+    may score events the old one ignored). Traits, history and stage are kept: moves
+    already made stand, and any forward move the new rules call for is recorded."""
+    lead = lead.model_copy(deep=True)
+    signals: list[Signal] = []
+    converted = lead.converted_by
+    for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
+        key = event_key(event.event_id)
+        for rule_id in signals_for(event, lead.traits, lead.email, rules):
+            signals.append(Signal(rule=rule_id, at=_epoch(event.occurred_at), event=key))
+            if converted is None and rules.engagement_by_id[rule_id].conversion:
+                converted = rule_id
+    lead.signals, lead.converted_by = signals, converted
+    _prune(lead, rules, now)
+    moves = _advance(lead, None, rules, now)
+    lead.applied = []
+    return Outcome(lead=lead, moves=moves)
+
+
 def replay(lead_id: str, email: str | None, events: Iterable[AppliedEvent], rules: Rules) -> Lead:
     """Rebuild a lead from its event log, each event applied at the time it was received."""
     ordered = sorted(events, key=lambda e: (e.received_at, e.event_id))
