@@ -38,7 +38,3 @@ def mask_email(email: str | None) -> str | None:
     if not email:
         return email
     return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}***{m.group(3)}", email)
-
-
-def mask_text(text: str) -> str:
-    return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}***{m.group(3)}", text)

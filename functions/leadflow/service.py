@@ -53,6 +53,10 @@ class LeadService:
         self.clock = clock
         self.sleep = sleep
 
+    def _backoff(self, attempt: int) -> None:
+        """Full-jitter exponential backoff after a version conflict."""
+        self.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.005 * 2 ** attempt)))
+
     # -- ingest -------------------------------------------------------------------------
 
     def ingest(self, event: CanonicalEvent, *, source: str = "api") -> Applied:
@@ -88,7 +92,7 @@ class LeadService:
                     resolved = None  # identity changed under us: resolve again
                 else:
                     resolved = Resolved(current, current.version)  # the conflict returned the item: no re-read
-                self.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.005 * 2 ** attempt)))
+                self._backoff(attempt)
         raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
 
     def _resolve(self, event: AppliedEvent, now: datetime) -> "Resolved":
@@ -192,7 +196,7 @@ class LeadService:
                 saved = self.store.put(outcome.lead, lead.version)
                 return Applied(saved, outcome.moves, False)
             except VersionConflict:
-                self.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.005 * 2 ** attempt)))
+                self._backoff(attempt)
         raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
 
     def erase(self, lead_id: str) -> int:

@@ -167,13 +167,17 @@ class DynamoLeadStore:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def _delete_keys(self, keys: list[dict]) -> int:
-        for i in range(0, len(keys), 25):
-            requests = {self.table_name: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]}
+    def _batch_write(self, writes: list[dict]) -> None:
+        """BatchWriteItem in chunks of 25, re-sending whatever DynamoDB left unprocessed."""
+        for i in range(0, len(writes), 25):
+            requests = {self.table_name: writes[i:i + 25]}
             while requests:
                 self._count("BatchWriteItem")
                 resp = self.client.batch_write_item(RequestItems=requests)
                 requests = resp.get("UnprocessedItems") or {}
+
+    def _delete_keys(self, keys: list[dict]) -> int:
+        self._batch_write([{"DeleteRequest": {"Key": k}} for k in keys])
         return len(keys)
 
     def erase(self, lead: Lead) -> int:
@@ -205,12 +209,7 @@ class DynamoLeadStore:
         for rec in records:
             data = _to_dynamo({**rec, "PK": lead_pk(lead_id), "SK": event_sk(rec["received_at"], rec["event_id"]), "kind": "event"})
             puts.append({"PutRequest": {"Item": self._item(data)}})
-        for i in range(0, len(puts), 25):
-            requests = {self.table_name: puts[i:i + 25]}
-            while requests:
-                self._count("BatchWriteItem")
-                resp = self.client.batch_write_item(RequestItems=requests)
-                requests = resp.get("UnprocessedItems") or {}
+        self._batch_write(puts)
 
     def scan_leads(self) -> Iterator[Lead]:
         kwargs: dict[str, Any] = {

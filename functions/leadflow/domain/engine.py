@@ -73,7 +73,7 @@ def _prune(lead: Lead, rules: Rules, now: datetime) -> None:
 
 def _card(lead: Lead, rules: Rules, now: datetime) -> ScoreCard:
     return score(traits=lead.traits, email=lead.email, signals=lead.signals, now=now, rules=rules,
-                 reset_at=lead.engagement_reset_at, sticky_flags=None)
+                 reset_at=lead.engagement_reset_at)
 
 
 def _set_score(lead: Lead, card: ScoreCard, rules: Rules, now: datetime) -> None:
@@ -232,7 +232,9 @@ def rebase(lead: Lead, events: Iterable[AppliedEvent], rules: Rules, now: dateti
 def replay(lead_id: str, email: str | None, events: Iterable[AppliedEvent], rules: Rules) -> Lead:
     """Rebuild a lead from its event log, each event applied at the time it was received."""
     ordered = sorted(events, key=lambda e: (e.received_at, e.event_id))
-    lead = new_lead(lead_id, email=email, now=ordered[0].received_at if ordered else datetime.now().astimezone())
+    if not ordered:
+        raise ValueError("replay needs at least one event")
+    lead = new_lead(lead_id, email=email, now=ordered[0].received_at)
     for event in ordered:
         lead = apply_event(lead, event, rules, event.received_at).lead
     return lead

@@ -202,10 +202,10 @@ def engagement(signals, now: datetime, rules: Rules, reset_at: int | None = None
 
 
 def score(*, traits: Mapping[str, Any], email: str | None, signals, now: datetime, rules: Rules,
-          reset_at: int | None = None, sticky_flags: Mapping[str, str] | None = None) -> ScoreCard:
+          reset_at: int | None = None) -> ScoreCard:
     fit_points, fit_lines = fit(traits, email, rules)
     eng_points, eng_lines = engagement(signals, now, rules, reset_at)
-    flags = {**(sticky_flags or {}), **intent_flags(traits, email, rules)}
+    flags = intent_flags(traits, email, rules)
     explanation = sorted(fit_lines, key=lambda l: -abs(l["points"])) + sorted(eng_lines, key=lambda l: -abs(l["points"]))
     for rule_id, reason in sorted(flags.items()):
         explanation.append({"rule": rule_id, "axis": "intent", "points": 0, "detail": f"disqualified: {reason}"})
