@@ -30,14 +30,14 @@ class SnapshotError(RuntimeError):
     """The snapshot file exists but cannot be read; starting would overwrite it."""
 
 
-def _encode(value: Any) -> Any:
-    """boto3 attribute values → JSON: bytes become base64 text."""
+def attributes_to_json(value: Any) -> Any:
+    """boto3 attribute values → JSON: bytes become base64 text (as in Lambda's stream events)."""
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
+        return {k: attributes_to_json(v) for k, v in value.items()}
     if isinstance(value, list | set | tuple):
-        return [_encode(v) for v in value]
+        return [attributes_to_json(v) for v in value]
     return value
 
 
@@ -105,7 +105,7 @@ class Snapshot:
     def dump(self) -> int:
         """Write the snapshot; return the number of items saved."""
         with self._lock:
-            tables = {name: _encode(scan_items(self._client, name)) for name in self._tables}
+            tables = {name: attributes_to_json(scan_items(self._client, name)) for name in self._tables}
             document = {
                 "version": FORMAT_VERSION,
                 "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -18,7 +18,6 @@ the queue plus the records themselves (Lambda only sends their coordinates).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import logging
@@ -30,6 +29,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from leadflow.local.persist import attributes_to_json
+
 logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
@@ -39,17 +40,6 @@ OnFailure = Callable[[list[Record], dict[str, Any]], None]
 def is_lead_record(record: Mapping[str, Any]) -> bool:
     """The template's FilterCriteria: only changes to the lead item (sort key ``LEAD``)."""
     return record.get("dynamodb", {}).get("Keys", {}).get("SK", {}).get("S") == "LEAD"
-
-
-def _json_attribute(value: Any) -> Any:
-    """boto3 hands binary attributes over as bytes; Lambda's JSON event has base64 text."""
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, dict):
-        return {k: _json_attribute(v) for k, v in value.items()}
-    if isinstance(value, list | set | tuple):
-        return [_json_attribute(v) for v in value]
-    return value
 
 
 def _epoch_seconds(value: Any) -> float | None:
@@ -70,10 +60,10 @@ def to_lambda_record(raw: Mapping[str, Any], stream_arn: str, region: str) -> Re
     created = _epoch_seconds(source.get("ApproximateCreationDateTime"))
     if created is not None:
         change["ApproximateCreationDateTime"] = created
-    change["Keys"] = _json_attribute(source.get("Keys", {}))
+    change["Keys"] = attributes_to_json(source.get("Keys", {}))
     for image in ("NewImage", "OldImage"):
         if image in source:
-            change[image] = _json_attribute(source[image])
+            change[image] = attributes_to_json(source[image])
     change["SequenceNumber"] = str(source["SequenceNumber"])
     change["SizeBytes"] = int(source.get("SizeBytes", 0))
     change["StreamViewType"] = source.get("StreamViewType", "NEW_AND_OLD_IMAGES")
