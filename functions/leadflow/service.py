@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from leadflow.domain.engine import absorb, apply_action, apply_event, new_lead, rebase, rescore
+from leadflow.domain.engine import absorb, apply_action, apply_event, new_lead, rebase, rescore, score_lead
 from leadflow.domain.errors import NotFound, TooManyConflicts
 from leadflow.domain.events import AppliedEvent, CanonicalEvent, finalise, normalise_email
 from leadflow.domain.lead import Lead, Move, lead_id_for_anonymous, lead_id_for_email
 from leadflow.domain.ports import LeadStore, VersionConflict
 from leadflow.domain.rules import STAGES, Rules
-from leadflow.domain.scoring import score
 
 MAX_ATTEMPTS = 30
 MAX_BACKOFF_S = 0.2
@@ -162,8 +161,7 @@ class LeadService:
     def view(self, lead: Lead) -> dict[str, Any]:
         """The lead as the API shows it, with scores decayed to now."""
         now = self.clock()
-        card = score(traits=lead.traits, email=lead.email, signals=lead.signals, now=now, rules=self.rules,
-                     reset_at=lead.engagement_reset_at)
+        card = score_lead(lead, self.rules, now)
         return {
             "lead_id": lead.lead_id,
             "email": lead.email,

@@ -71,7 +71,8 @@ def _prune(lead: Lead, rules: Rules, now: datetime) -> None:
     lead.signals = pruned
 
 
-def _card(lead: Lead, rules: Rules, now: datetime) -> ScoreCard:
+def score_lead(lead: Lead, rules: Rules, now: datetime) -> ScoreCard:
+    """The lead's fit, engagement and explanation as of `now`."""
     return score(traits=lead.traits, email=lead.email, signals=lead.signals, now=now, rules=rules,
                  reset_at=lead.engagement_reset_at)
 
@@ -120,7 +121,7 @@ def _record(lead: Lead, *, to_stage: str, cause: Cause, key: str, rules: Rules, 
 
 
 def _advance(lead: Lead, event: AppliedEvent | None, rules: Rules, now: datetime) -> list[Move]:
-    card = _card(lead, rules, now)
+    card = score_lead(lead, rules, now)
     _set_score(lead, card, rules, now)
     decision = automatic_target(lead, card, event, now, rules)
     if decision is None:
@@ -189,7 +190,7 @@ def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, r
     if action.disqualifies:
         lead.disqualified, lead.disqualified_by = True, "sales"
         lead.disqualified_reason = reason or "disqualified_by_sales"
-    card = _card(lead, rules, now)
+    card = score_lead(lead, rules, now)
     _set_score(lead, card, rules, now)
     to_stage = action.to_stage or lead.stage
     cause = Cause(kind="actor", action=name, actor=by or "api", reason=reason)

@@ -28,16 +28,8 @@ class Decision:
 
 def bant_complete(traits: dict, rules: Rules) -> bool:
     bant = rules.lifecycle.bant
-    for spec in (bant.budget, bant.authority, bant.need, bant.timeline):
-        value = traits.get(spec.trait)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return False
-        text = str(value).strip().lower()
-        if spec.in_ is not None and text not in {v.lower() for v in spec.in_}:
-            return False
-        if spec.not_in is not None and text in {v.lower() for v in spec.not_in}:
-            return False
-    return True
+    subject = Subject(traits=traits)
+    return all(matches(spec, subject) for spec in (bant.budget, bant.authority, bant.need, bant.timeline))
 
 
 def automatic_target(lead: Lead, card: ScoreCard, event: AppliedEvent | None, now: datetime, rules: Rules) -> Decision | None:

@@ -190,19 +190,14 @@ class InstantTrigger(_Strict):
     require_bant: bool = True
 
 
-class BantField(_Strict):
-    trait: str
-    in_: list[str] | None = Field(default=None, alias="in")
-    not_in: list[str] | None = None
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
 class Bant(_Strict):
-    budget: BantField
-    authority: BantField
-    need: BantField
-    timeline: BantField
+    """What counts as stated budget, authority, need and timeline: one trait condition
+    each (e.g. `{trait: budget, not_in: ["no", none]}`); an absent trait never counts."""
+
+    budget: Condition
+    authority: Condition
+    need: Condition
+    timeline: Condition
 
 
 class Lifecycle(_Strict):
