@@ -7,8 +7,10 @@ error naming the rule and the field, never a silent zero at 3 a.m.
 from __future__ import annotations
 
 import re
+from datetime import date, time
 from functools import cached_property
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,6 +23,18 @@ Grade = Literal["A", "B", "C", "D"]
 GRADES = ("D", "C", "B", "A")  # ascending
 
 _ID = r"^[a-z][a-z0-9_]{0,63}$"
+_ID_RE = re.compile(_ID)
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,30}$")
+_HHMM_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]  # index = date.weekday()
+HandoffStage = Literal["mql", "sql"]
+# Assignment.rule values that are not routing rule ids.
+RESERVED_ROUTING_IDS = frozenset({"default_team", "unassigned"})
+DEFAULT_REJECT_REASONS = ("no_budget", "no_authority", "no_need", "bad_timing", "not_reachable", "wrong_contact",
+                          "competitor", "duplicate", "other")
 
 
 class _Strict(BaseModel):
@@ -219,6 +233,244 @@ class Limits(_Strict):
     seen_event_ids: int = Field(default=500, ge=100, le=20000)
 
 
+class Handoff(_Strict):
+    """Who hears about a move and when a lead gets an owner."""
+
+    alert_stages: list[HandoffStage] = Field(default_factory=lambda: ["mql", "sql"])
+    assign_owner_at: HandoffStage = "sql"
+    reject_reasons: list[str] = Field(default_factory=lambda: list(DEFAULT_REJECT_REASONS))
+
+    @field_validator("alert_stages")
+    @classmethod
+    def _unique_stages(cls, value: list[str]) -> list[str]:
+        dupes = _repeated(value)
+        if dupes:
+            raise ValueError(f"alert_stages repeats {', '.join(dupes)}")
+        return value
+
+    @field_validator("reject_reasons")
+    @classmethod
+    def _reasons(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("reject_reasons must name at least one reason")
+        bad = [r for r in value if not isinstance(r, str) or not _ID_RE.match(r)]
+        if bad:
+            raise ValueError(f"reject_reasons must be snake_case ids (a-z, 0-9, _); invalid: {', '.join(map(repr, bad))}")
+        dupes = _repeated(value)
+        if dupes:
+            raise ValueError(f"reject_reasons repeats {', '.join(dupes)}")
+        return value
+
+    @cached_property
+    def alert_stage_set(self) -> frozenset[str]:
+        return frozenset(self.alert_stages)
+
+
+def _repeated(values: list) -> list:
+    seen: set = set()
+    out: list = []
+    for v in values:
+        if v in seen and v not in out:
+            out.append(v)
+        seen.add(v)
+    return out
+
+
+class _Contact(_Strict):
+    name: str | None = None
+    email: str | None = None
+    slack_user: str | None = None  # Slack member id (U… or W…)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL_RE.match(value):
+            raise ValueError(f"not an email address: {value!r}")
+        return value
+
+    @field_validator("slack_user")
+    @classmethod
+    def _slack(cls, value: str | None) -> str | None:
+        if value is not None and not _SLACK_USER_RE.match(value):
+            raise ValueError(f"slack_user must be a Slack member id such as U024BE7LH, got {value!r}")
+        return value
+
+
+class Manager(_Contact):
+    """A team's manager: the SLA's manager escalation goes to them."""
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "Manager":
+        if not self.email and not self.slack_user:
+            raise ValueError("a manager needs an email or a slack_user to be reachable")
+        return self
+
+
+class Rep(_Contact):
+    id: str = Field(pattern=_ID)
+    weight: int = Field(default=1, ge=0, le=1000, strict=True)  # 0: never picked by round-robin
+    available: bool = True
+    hubspot_owner_id: str | None = None
+    salesforce_owner_id: str | None = None
+
+    @field_validator("hubspot_owner_id", "salesforce_owner_id", mode="before")
+    @classmethod
+    def _crm_id(cls, value: Any) -> Any:
+        # An unquoted HubSpot owner id is a YAML integer; it is an id, not a number.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Team(_Strict):
+    id: str = Field(pattern=_ID)
+    description: str = ""
+    manager: Manager | None = None
+    reps: list[Rep] = Field(min_length=1)
+
+
+class RoutingRule(_Strict):
+    id: str = Field(pattern=_ID)
+    description: str = ""
+    when: Condition
+    rep: str | None = None
+    team: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_ROUTING_IDS:
+            raise ValueError(f"{value!r} is reserved; choose another routing rule id")
+        return value
+
+    @field_validator("when")
+    @classmethod
+    def _lead_only(cls, value: Condition) -> Condition:
+        if _mentions(value, lambda c: bool(c.event or c.property)):
+            raise ValueError("routing looks at the lead, not an event: use trait or email_domain conditions, not event or property")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "RoutingRule":
+        if (self.rep is None) == (self.team is None):
+            raise ValueError("a routing rule names exactly one of rep or team")
+        return self
+
+
+def _mentions(cond: Condition, pred) -> bool:
+    return pred(cond) or any(_mentions(c, pred) for c in (cond.all or []) + (cond.any or []))
+
+
+class Routing(_Strict):
+    """Who owns a lead: the first matching rule names a rep or a team, else default_team.
+    A team's reps take turns by smooth weighted round-robin."""
+
+    default_team: str
+    teams: list[Team] = Field(min_length=1)
+    rules: list[RoutingRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> "Routing":
+        team_ids = [t.id for t in self.teams]
+        if dupes := _repeated(team_ids):
+            raise ValueError(f"team ids must be unique; repeated: {', '.join(dupes)}")
+        rep_ids = [r.id for t in self.teams for r in t.reps]
+        if dupes := _repeated(rep_ids):
+            raise ValueError(f"rep ids must be unique across teams; repeated: {', '.join(dupes)}")
+        if dupes := _repeated([r.id for r in self.rules]):
+            raise ValueError(f"routing rule ids must be unique; repeated: {', '.join(dupes)}")
+        if self.default_team not in team_ids:
+            raise ValueError(f"default_team {self.default_team!r} is not a team; teams: {', '.join(team_ids)}")
+        for i, rule in enumerate(self.rules):
+            if rule.team is not None and rule.team not in team_ids:
+                raise ValueError(f"rules[{i}] ({rule.id}).team: unknown team {rule.team!r}; teams: {', '.join(team_ids)}")
+            if rule.rep is not None and rule.rep not in rep_ids:
+                raise ValueError(f"rules[{i}] ({rule.id}).rep: unknown rep {rule.rep!r}; reps: {', '.join(rep_ids)}")
+        return self
+
+    @cached_property
+    def team_by_id(self) -> dict[str, Team]:
+        return {t.id: t for t in self.teams}
+
+    @cached_property
+    def rep_by_id(self) -> dict[str, tuple[Rep, Team]]:
+        return {r.id: (r, t) for t in self.teams for r in t.reps}
+
+
+class EscalationStep(_Strict):
+    after_business_hours: float = Field(gt=0, le=10000)  # counted from the lead's entry into sql
+    notify: Literal["owner", "manager"]
+
+
+class BusinessHours(_Strict):
+    timezone: str = "Europe/Oslo"
+    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    start: str = "09:00"
+    end: str = "17:00"
+    holidays: list[date] = Field(default_factory=lambda: [date(2026, 12, 24), date(2026, 12, 25)])
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Oslo") from None
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("days must name at least one weekday")
+        if dupes := _repeated(value):
+            raise ValueError(f"days repeats {', '.join(dupes)}")
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML 1.1 reads an unquoted 9:00 as the sexagesimal number 540.
+            raise ValueError(f"write times as quoted \"HH:MM\" strings (YAML read this one as the number {value})")
+        if not isinstance(value, str) or not _HHMM_RE.match(value):
+            raise ValueError(f"not a HH:MM time of day: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BusinessHours":
+        if self.start_time >= self.end_time:
+            raise ValueError(f"start ({self.start}) must be before end ({self.end})")
+        return self
+
+    @property
+    def start_time(self) -> time:
+        return time.fromisoformat(self.start)
+
+    @property
+    def end_time(self) -> time:
+        return time.fromisoformat(self.end)
+
+
+class Sla(_Strict):
+    """How fast an owner must accept an SQL, in business hours, and who hears when they do not."""
+
+    accept_within_business_hours: float = Field(default=1.0, gt=0, le=10000)
+    escalations: list[EscalationStep] = Field(default_factory=lambda: [
+        EscalationStep(after_business_hours=1, notify="owner"),
+        EscalationStep(after_business_hours=2, notify="manager"),
+    ])
+    business_hours: BusinessHours = Field(default_factory=BusinessHours)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> "Sla":
+        hours = [e.after_business_hours for e in self.escalations]
+        for i in range(1, len(hours)):
+            if hours[i] <= hours[i - 1]:
+                raise ValueError(
+                    f"escalations[{i}].after_business_hours ({hours[i]:g}) must be greater than "
+                    f"escalations[{i - 1}].after_business_hours ({hours[i - 1]:g}): levels are strictly increasing")
+        return self
+
+
 class Rules(_Strict):
     version: str = Field(min_length=1, max_length=64)
     description: str = ""
@@ -228,6 +480,9 @@ class Rules(_Strict):
     lifecycle: Lifecycle
     forms: Forms = Field(default_factory=Forms)
     limits: Limits = Field(default_factory=Limits)
+    handoff: Handoff = Field(default_factory=Handoff)
+    routing: Routing | None = None  # absent: no lead gets an owner
+    sla: Sla = Field(default_factory=Sla)
 
     @model_validator(mode="after")
     def _references(self) -> "Rules":
