@@ -17,10 +17,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 
-FUNCTIONS = ["ApiFunction", "StreamFunction", "JobsFunction"]
+FUNCTIONS = ["ApiFunction", "StreamFunction", "HandoffFunction", "HandoffRetryFunction", "JobsFunction"]
 HANDLERS = {
     "ApiFunction": "api_handler.handler",
     "StreamFunction": "stream_handler.handler",
+    "HandoffFunction": "handoff_handler.handler",
+    "HandoffRetryFunction": "handoff_handler.retry_handler",
     "JobsFunction": "jobs_handler.handler",
 }
 WEBHOOK_SOURCES = ["HUBSPOT", "MAUTIC", "TYPEFORM", "CALENDLY", "SENDGRID", "SLACK", "GENERIC"]
@@ -117,20 +119,27 @@ def _rule_matches(option: Any, actual: Any) -> bool:
     return option == actual
 
 
-def stream_record(sk: str, event_name: str = "MODIFY") -> dict:
+def stream_record(sk: str, event_name: str = "MODIFY", **attributes: str) -> dict:
     keys = {"PK": {"S": "LEAD#01JD3XK5"}, "SK": {"S": sk}}
-    return {
-        "eventID": "1",
-        "eventName": event_name,
-        "eventSource": "aws:dynamodb",
-        "dynamodb": {
-            "Keys": keys,
-            "NewImage": {**keys, "stage": {"S": "mql"}},
-            "OldImage": {**keys, "stage": {"S": "lead"}},
-            "SequenceNumber": "111",
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
-        },
+    change = {
+        "Keys": keys,
+        "NewImage": {**keys, "stage": {"S": "mql"}, **{k: {"S": v} for k, v in attributes.items()}},
+        "OldImage": {**keys, "stage": {"S": "lead"}},
+        "SequenceNumber": "111",
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
     }
+    if event_name == "REMOVE":
+        del change["NewImage"]
+    return {"eventID": "1", "eventName": event_name, "eventSource": "aws:dynamodb", "dynamodb": change}
+
+
+def invokes(template: dict, function: str, record: dict) -> bool:
+    """Whether Lambda's event filtering lets `record` through to `function` (the local
+    stack's pollers compile the same patterns)."""
+    from leadflow.local.filters import compile_filters
+
+    event = only_event(function_properties(template, function), "DynamoDB")
+    return compile_filters(event["FilterCriteria"])(record)
 
 
 def alarms_on(template: dict, namespace: str, metric: str, dimension_value: Any) -> list[dict]:
@@ -295,22 +304,72 @@ def test_stream_event_after_last_retry_sends_to_sqs_dead_letter_queue(template):
 
 
 @pytest.mark.parametrize(
-    ("sk", "event_name", "invokes"),
+    ("sk", "event_name", "attributes", "expected"),
     [
-        ("LEAD", "MODIFY", True),
-        ("LEAD", "INSERT", True),
-        ("EVENT#2026-11-20T10:00:00Z#evt-1", "INSERT", False),
-        ("EVENT#2026-11-20T10:00:00Z#evt-1", "REMOVE", False),
-        ("LEADX", "MODIFY", False),
+        ("LEAD", "MODIFY", {"applied": "[]"}, True),
+        ("LEAD", "INSERT", {"applied": "[]"}, True),
+        ("LEAD", "MODIFY", {}, False),
+        ("LEAD", "REMOVE", {}, True),
+        ("EVENT#2026-11-20T10:00:00Z#evt-1", "INSERT", {"applied": "[]"}, False),
+        ("EVENT#2026-11-20T10:00:00Z#evt-1", "REMOVE", {}, False),
+        ("SEND#tr_1#slack", "MODIFY", {}, False),
+        ("LEADX", "MODIFY", {"applied": "[]"}, False),
     ],
 )
-def test_stream_filter_on_sort_key_invokes_only_for_lead_item(template, sk, event_name, invokes):
-    event = only_event(function_properties(template, "StreamFunction"), "DynamoDB")
-    patterns = [json.loads(f["Pattern"]) for f in event["FilterCriteria"]["Filters"]]
+def test_stream_filter_invokes_event_log_only_for_applied_events_and_erasures(template, sk, event_name, attributes, expected):
+    assert invokes(template, "StreamFunction", stream_record(sk, event_name, **attributes)) is expected
 
-    matched = any(pattern_matches(p, stream_record(sk, event_name)) for p in patterns)
 
-    assert matched is invokes
+@pytest.mark.parametrize(
+    ("sk", "event_name", "attributes", "expected"),
+    [
+        ("LEAD", "MODIFY", {"moves": '["tr_1"]'}, True),
+        ("LEAD", "INSERT", {"moves": '["tr_1"]', "applied": "[]"}, True),
+        ("LEAD", "MODIFY", {"applied": "[]"}, False),
+        ("LEAD", "REMOVE", {}, False),
+        ("SEND#tr_1#slack", "MODIFY", {"moves": "x"}, False),
+        ("COUNTER", "MODIFY", {}, False),
+    ],
+)
+def test_handoff_filter_invokes_only_for_lead_writes_carrying_moves(template, sk, event_name, attributes, expected):
+    assert invokes(template, "HandoffFunction", stream_record(sk, event_name, **attributes)) is expected
+
+
+def test_handoff_stream_event_reports_items_bisects_and_dead_letters(template):
+    event = only_event(function_properties(template, "HandoffFunction"), "DynamoDB")
+
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert event["BisectBatchOnFunctionError"] is True
+    assert 0 < event["MaximumRetryAttempts"] <= 10
+    assert event["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["StreamDeadLetterQueue", "Arn"]}
+
+
+def test_handoff_retry_queue_redrives_to_dead_letter_queue_and_outlives_function_timeout(template):
+    queue = template["Resources"]["HandoffRetryQueue"]["Properties"]
+    retry = function_properties(template, "HandoffRetryFunction")
+    event = only_event(retry, "SQS")
+
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["HandoffDeadLetterQueue", "Arn"]}
+    assert queue["VisibilityTimeout"] >= 6 * retry["Timeout"]
+    assert event["Queue"] == {"Fn::GetAtt": ["HandoffRetryQueue", "Arn"]}
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+@pytest.mark.parametrize("function", ["HandoffFunction", "HandoffRetryFunction"])
+@pytest.mark.parametrize("queue", ["HandoffRetryQueue", "HandoffDeadLetterQueue"])
+def test_handoff_functions_may_send_to_retry_and_dead_letter_queues(template, function, queue):
+    policies = function_properties(template, function)["Policies"]
+
+    names = [p["SQSSendMessagePolicy"]["QueueName"] for p in policies if isinstance(p, dict) and "SQSSendMessagePolicy" in p]
+
+    assert {"Fn::GetAtt": [queue, "QueueName"]} in names
+
+
+def test_handoff_environment_names_the_queues(template):
+    variables = function_properties(template, "HandoffFunction")["Environment"]["Variables"]
+
+    assert variables["LEADFLOW_RETRY_QUEUE_URL"] == {"Ref": "HandoffRetryQueue"}
+    assert variables["LEADFLOW_DLQ_URL"] == {"Ref": "HandoffDeadLetterQueue"}
 
 
 def test_stream_dead_letter_queue_is_encrypted_and_keeps_messages_14_days(template):
@@ -405,7 +464,7 @@ def test_api_function_with_any_path_routes_every_request_as_payload_v2(template)
     assert props["Timeout"] == 10
 
 
-def test_jobs_function_schedules_rescore_hourly_and_funnel_daily(template):
+def test_jobs_function_schedules_rescore_hourly_sla_every_five_minutes_and_funnel_daily(template):
     props = function_properties(template, "JobsFunction")
     schedules = {
         json.loads(e["Properties"]["Input"])["job"]: e["Properties"]["ScheduleExpression"]
@@ -417,7 +476,8 @@ def test_jobs_function_schedules_rescore_hourly_and_funnel_daily(template):
     assert schedules["funnel"] in {"rate(1 day)", "rate(24 hours)"} or re.fullmatch(
         r"cron\(\d+ \d+ \* \* \? \*\)", schedules["funnel"]
     )
-    assert set(schedules) == {"rescore", "funnel"}
+    assert schedules["sla"] == "rate(5 minutes)"
+    assert set(schedules) == {"rescore", "sla", "funnel"}
     assert props["Timeout"] == 300
 
 
@@ -450,16 +510,18 @@ def test_function_errors_and_throttles_raise_alarm_on_first_occurrence(template,
     assert alarms[0]["ComparisonOperator"] == "GreaterThanThreshold"
 
 
-def test_stream_function_iterator_age_has_alarm(template):
-    assert len(alarms_on(template, "AWS/Lambda", "IteratorAge", {"Ref": "StreamFunction"})) == 1
+@pytest.mark.parametrize("function", ["StreamFunction", "HandoffFunction"])
+def test_stream_function_iterator_age_has_alarm(template, function):
+    assert len(alarms_on(template, "AWS/Lambda", "IteratorAge", {"Ref": function})) == 1
 
 
-def test_dead_letter_queue_with_any_visible_message_raises_alarm(template):
+@pytest.mark.parametrize("queue", ["StreamDeadLetterQueue", "HandoffDeadLetterQueue"])
+def test_dead_letter_queue_with_any_visible_message_raises_alarm(template, queue):
     alarms = alarms_on(
         template,
         "AWS/SQS",
         "ApproximateNumberOfMessagesVisible",
-        {"Fn::GetAtt": ["StreamDeadLetterQueue", "QueueName"]},
+        {"Fn::GetAtt": [queue, "QueueName"]},
     )
 
     assert len(alarms) == 1
@@ -486,3 +548,5 @@ def test_outputs_expose_api_url_table_name_and_dead_letter_queue_url(template):
     assert "HttpApi" in outputs["ApiUrl"]["Value"]["Fn::Sub"]
     assert outputs["TableName"]["Value"] == {"Ref": "LeadsTable"}
     assert outputs["StreamDeadLetterQueueUrl"]["Value"] == {"Ref": "StreamDeadLetterQueue"}
+    assert outputs["HandoffDeadLetterQueueUrl"]["Value"] == {"Ref": "HandoffDeadLetterQueue"}
+    assert outputs["HandoffRetryQueueUrl"]["Value"] == {"Ref": "HandoffRetryQueue"}

@@ -229,3 +229,16 @@ def test_parse_rules_routing_example_in_default_file_is_valid(raw):
     assert routing.default_team == "inbound"
     nordics = next(r for r in routing.rules if r.id == "nordics")
     assert "NO" in nordics.when.in_
+
+
+def test_parse_rules_with_bare_no_in_country_list_names_the_yaml_trap(rules):
+    import yaml
+
+    from leadflow.domain.errors import RulesError
+    from leadflow.domain.rules import parse_rules
+
+    data = rules.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["fit"]["rules"][0]["when"] = yaml.safe_load("{trait: country, in: [SE, NO, DK]}")
+
+    with pytest.raises(RulesError, match="quote them"):
+        parse_rules(data)

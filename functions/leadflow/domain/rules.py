@@ -98,6 +98,11 @@ class Condition(_Strict):
             raise ValueError(f"{subjects[0]} needs an operator (equals, in, not_in, contains_any, words_any, suffix_any, matches, gte, lte, exists)")
         if not subjects and not self.event and not self.all and not self.any:
             raise ValueError("empty condition")
+        for name in ("in_", "not_in"):
+            values = getattr(self, name) or []
+            if any(isinstance(v, bool) for v in values) and any(isinstance(v, str) for v in values):
+                raise ValueError(f"{name.rstrip('_')} mixes words and true/false: YAML reads bare NO, YES, ON, OFF "
+                                 "as booleans; quote them (\"NO\" for Norway)")
         return self
 
     def operators(self) -> list[str]:
