@@ -1,0 +1,122 @@
+"""The handoff: what leaves the system when a lead moves, as pure data.
+
+A `Notice` is one stage move of one lead, with everything a sink needs to act on it
+(who the lead is, why it moved, who owns it). It is built from the lead item the
+move was written with, so every sink sees the lead exactly as it was at the move,
+and it is serialisable: a retry message or a dead letter holds the whole move.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from leadflow.domain.lead import Lead, Move, stage_rank
+
+# Sink kinds: an "alert" tells people (Slack, email) and is sent only for a move up
+# into an alert stage of a lead that is not disqualified; a "crm" sink mirrors every
+# move (HubSpot, Salesforce, the generic webhook, EventBridge).
+SinkKind = Literal["alert", "crm"]
+
+# Traits a sink may show or push. Everything else stays in the lead document.
+CONTACT_TRAITS = ("first_name", "last_name", "name", "company", "job_title", "phone", "country",
+                  "company_size", "industry", "website")
+
+
+class Owner(BaseModel):
+    """The sales rep a lead is assigned to, as the routing rules describe them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str | None = None
+    email: str | None = None
+    slack_user: str | None = None  # Slack member id (U…), mentioned in alerts
+    hubspot_owner_id: str | None = None
+    salesforce_owner_id: str | None = None
+    team: str | None = None
+
+
+class Notice(BaseModel):
+    """One stage move of one lead, ready for the sinks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    transition_id: str
+    lead_id: str
+    email: str | None
+    from_stage: str | None
+    to_stage: str
+    occurred_at: datetime
+    score: float
+    fit_grade: str
+    engagement_score: float
+    reasons: list[dict[str, Any]] = Field(default_factory=list)  # top score lines: rule, points, detail
+    cause: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)  # CONTACT_TRAITS the lead has
+    owner: Owner | None = None
+    disqualified: bool = False
+    disqualified_reason: str | None = None
+    lead: dict[str, Any] = Field(default_factory=dict)  # the lead document (the generic webhook's "lead")
+
+    @property
+    def is_promotion(self) -> bool:
+        return stage_rank(self.to_stage) > stage_rank(self.from_stage)
+
+    @property
+    def display_name(self) -> str:
+        t = self.traits
+        name = t.get("name") or " ".join(str(t[k]) for k in ("first_name", "last_name") if t.get(k))
+        return name or (self.email or self.lead_id)
+
+
+def wants(kind: SinkKind, notice: Notice, alert_stages: frozenset[str] | set[str]) -> bool:
+    """Whether a sink of `kind` takes this move. A disqualified lead is never announced."""
+    if kind == "crm":
+        return True
+    return notice.to_stage in alert_stages and notice.is_promotion and not notice.disqualified
+
+
+def lead_document(lead: Lead) -> dict[str, Any]:
+    """The lead as the CRM push carries it: identity, traits, stage, scores, owner."""
+    return {
+        "lead_id": lead.lead_id,
+        "email": lead.email,
+        "traits": dict(lead.traits),
+        "stage": lead.stage,
+        "stage_entered_at": lead.stage_entered_at.isoformat(),
+        "score": lead.score,
+        "fit_score": lead.fit_score,
+        "fit_grade": lead.fit_grade,
+        "engagement_score": lead.engagement_score,
+        "disqualified": lead.disqualified,
+        "disqualified_reason": lead.disqualified_reason,
+        "marketing_email": lead.marketing_email,
+        "owner": lead.owner,
+        "rules_version": lead.rules_version,
+        "created_at": lead.created_at.isoformat(),
+        "updated_at": lead.updated_at.isoformat(),
+    }
+
+
+def notice_for(lead: Lead, move: Move, owner: Owner | None) -> Notice:
+    return Notice(
+        transition_id=move.transition_id,
+        lead_id=lead.lead_id,
+        email=lead.email,
+        from_stage=move.from_stage,
+        to_stage=move.to_stage,
+        occurred_at=move.at,
+        score=move.score,
+        fit_grade=move.fit_grade,
+        engagement_score=move.engagement_score,
+        reasons=list(move.reasons),
+        cause=move.cause.model_dump(exclude_none=True),
+        traits={k: lead.traits[k] for k in CONTACT_TRAITS if lead.traits.get(k) not in (None, "")},
+        owner=owner,
+        disqualified=lead.disqualified,
+        disqualified_reason=lead.disqualified_reason,
+        lead=lead_document(lead),
+    )
