@@ -1,11 +1,13 @@
-"""Lambda entry: scheduled jobs (`{"job": "rescore"}` hourly, `{"job": "funnel"}` daily)."""
+"""Lambda entry: scheduled jobs (`{"job": "rescore"}` hourly, `{"job": "sla"}` every
+5 minutes, `{"job": "funnel"}` daily)."""
 
 from leadflow import container
 from leadflow.observability import logger, metrics, tracer
 
 JOBS = {
-    "rescore": lambda svc: svc.rescore_all(),
-    "funnel": lambda svc: svc.funnel(),
+    "rescore": lambda: container.service().rescore_all(),
+    "sla": lambda: container.handoff().sla_sweep(),
+    "funnel": lambda: container.service().funnel(),
 }
 
 
@@ -16,6 +18,6 @@ def handler(event, context):
     name = (event or {}).get("job")
     if name not in JOBS:
         raise ValueError(f"unknown job {name!r}; expected one of {', '.join(JOBS)}")
-    result = JOBS[name](container.service())
+    result = JOBS[name]()
     logger.info("job.done", extra={"job": name, "result": result})
     return {"job": name, "result": result}

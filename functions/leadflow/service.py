@@ -11,7 +11,8 @@ from typing import Any, Callable
 from leadflow.domain.engine import absorb, apply_action, apply_event, new_lead, rebase, rescore, score_lead
 from leadflow.domain.errors import NotFound, TooManyConflicts
 from leadflow.domain.events import AppliedEvent, CanonicalEvent, finalise, normalise_email
-from leadflow.domain.lead import Lead, Move, lead_id_for_anonymous, lead_id_for_email
+from leadflow.domain.lead import Lead, Move, lead_id_for_anonymous, lead_id_for_email, stage_rank
+from leadflow.domain.routing import assign, rep_for_actor
 from leadflow.domain.ports import LeadStore, VersionConflict
 from leadflow.domain.rules import STAGES, Rules
 
@@ -75,6 +76,7 @@ class LeadService:
 
     def apply(self, event: AppliedEvent, now: datetime) -> Applied:
         resolved: Resolved | None = None
+        turns: dict[str, int] = {}
         for attempt in range(MAX_ATTEMPTS):
             try:
                 if resolved is None:
@@ -82,6 +84,7 @@ class LeadService:
                 outcome = apply_event(resolved.lead, event, self.rules, now)
                 if outcome.duplicate:
                     return Applied(resolved.lead, [], True)
+                self._assign(outcome.lead, outcome.moves, turns)
                 saved = self.store.put(outcome.lead, resolved.expected)
                 return Applied(saved, outcome.moves, False)
             except VersionConflict as conflict:
@@ -93,6 +96,28 @@ class LeadService:
                     resolved = Resolved(current, current.version)  # the conflict returned the item: no re-read
                 self._backoff(attempt)
         raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
+
+    def _assign(self, lead: Lead, moves: list[Move], turns: dict[str, int]) -> None:
+        """Give a lead reaching the assignment stage an owner, in the same write as the
+        move, and record on the move who was chosen and why. `turns` keeps the
+        round-robin position taken for a team across conflict retries of one write."""
+        if self.rules.routing is None or lead.owner or lead.disqualified or not lead.known:
+            return
+        floor = stage_rank(self.rules.handoff.assign_owner_at)
+        move = next((m for m in moves if stage_rank(m.to_stage) >= floor > stage_rank(m.from_stage)), None)
+        if move is None:
+            return
+
+        def turn(team: str) -> int:
+            if team not in turns:
+                turns[team] = self.store.next_turn(f"routing#{team}")
+            return turns[team]
+
+        assignment = assign(lead.traits, lead.email, self.rules, turn)
+        lead.owner = assignment.owner.id if assignment.owner else None
+        move.owner = lead.owner
+        move.routing = {"rule": assignment.rule, "team": assignment.team, "turn": assignment.turn,
+                        "reason": assignment.reason}
 
     def _resolve(self, event: AppliedEvent, now: datetime) -> "Resolved":
         """Find the lead an event belongs to: by email, else by the visitor's alias.
@@ -180,6 +205,9 @@ class LeadService:
             "disqualified_reason": lead.disqualified_reason,
             "marketing_email": lead.marketing_email,
             "owner": lead.owner,
+            "first_touch_at": lead.first_touch_at.isoformat() if lead.first_touch_at else None,
+            "first_touch_by": lead.first_touch_by,
+            "first_touch_seconds": lead.first_touch_seconds,
             "history": [m.model_dump(mode="json") for m in lead.history],
             "events_applied": len(lead.seen),
             "created_at": lead.created_at.isoformat(),
@@ -190,6 +218,10 @@ class LeadService:
         for attempt in range(MAX_ATTEMPTS):
             lead = self.get(lead_id)
             outcome = apply_action(lead, action, reason=reason, by=by, rules=self.rules, now=self.clock())
+            if action == "accept" and not outcome.lead.owner and by and self.rules.routing is not None:
+                rep = rep_for_actor(by, self.rules)  # whoever accepts an unassigned lead owns it
+                if rep is not None:
+                    outcome.lead.owner = outcome.moves[0].owner = rep.id
             try:
                 saved = self.store.put(outcome.lead, lead.version)
                 return Applied(saved, outcome.moves, False)
@@ -221,6 +253,7 @@ class LeadService:
             else:
                 outcome = rescore(lead, self.rules, self.clock())
             new = outcome.lead
+            self._assign(new, outcome.moves, {})
             if (new.score, new.engagement_score, new.fit_grade, new.rules_version) == (
                     lead.score, lead.engagement_score, lead.fit_grade, lead.rules_version) and not outcome.moves:
                 continue
@@ -243,7 +276,22 @@ class LeadService:
             reached_a = sum(counts[s] for s in STAGES[STAGES.index(a):])
             reached_b = sum(counts[s] for s in STAGES[STAGES.index(b):])
             rates[f"{a}_to_{b}"] = round(reached_b / reached_a, 4) if reached_a else None
-        return {"since": lo, "until": hi, "stages": counts, "conversion": rates, "total": sum(counts.values())}
+        touches = sorted(self.store.first_touch_seconds())
+        first_touch = {
+            "leads": len(touches),
+            "median_seconds": _percentile(touches, 0.5),
+            "p90_seconds": _percentile(touches, 0.9),
+        }
+        return {"since": lo, "until": hi, "stages": counts, "conversion": rates, "total": sum(counts.values()),
+                "time_to_first_touch": first_touch}
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * q // 1))  # ceil(n·q), at least 1
+    return round(ordered[int(rank) - 1], 3)
 
 
 @dataclass

@@ -29,6 +29,41 @@ def resolve_secret(value: str | None) -> str | None:
     return value
 
 
+def _float(env: dict, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """Where stage moves go. A sink is on when its URL, token or address is set."""
+
+    slack_webhook_url: str | None = None
+    slack_escalation_webhook_url: str | None = None
+    ses_from: str | None = None
+    sales_email: str | None = None  # the alert email's recipient when a lead has no owner
+    crm_webhook_url: str | None = None
+    crm_webhook_secret: str | None = None
+    hubspot_token: str | None = None
+    hubspot_base_url: str = "https://api.hubapi.com"
+    salesforce_instance_url: str | None = None
+    salesforce_client_id: str | None = None
+    salesforce_client_secret: str | None = None
+    salesforce_external_id_field: str = "Leadflow_Id__c"
+    salesforce_api_version: str = "v60.0"
+    event_bus: str | None = None
+    timeout_s: float = 5.0
+    retry_queue_url: str | None = None
+    dead_letter_queue_url: str | None = None
+    retry_base_s: float = 1.0
+    max_attempts: int = 10
+
+
 @dataclass(frozen=True)
 class Settings:
     table_name: str
@@ -52,9 +87,43 @@ class Settings:
         )
 
 
+def sinks_from_env(env) -> Sinks:
+    def opt(name: str) -> str | None:
+        return env.get(name) or None
+
+    return Sinks(
+        slack_webhook_url=resolve_secret(opt("LEADFLOW_SLACK_WEBHOOK_URL")),
+        slack_escalation_webhook_url=resolve_secret(opt("LEADFLOW_SLACK_ESCALATION_WEBHOOK_URL")),
+        ses_from=opt("LEADFLOW_SES_FROM"),
+        sales_email=opt("LEADFLOW_SALES_EMAIL"),
+        crm_webhook_url=resolve_secret(opt("LEADFLOW_CRM_WEBHOOK_URL")),
+        crm_webhook_secret=resolve_secret(opt("LEADFLOW_CRM_WEBHOOK_SECRET")),
+        hubspot_token=resolve_secret(opt("LEADFLOW_HUBSPOT_TOKEN")),
+        hubspot_base_url=opt("LEADFLOW_HUBSPOT_BASE_URL") or "https://api.hubapi.com",
+        salesforce_instance_url=opt("LEADFLOW_SALESFORCE_INSTANCE_URL"),
+        salesforce_client_id=resolve_secret(opt("LEADFLOW_SALESFORCE_CLIENT_ID")),
+        salesforce_client_secret=resolve_secret(opt("LEADFLOW_SALESFORCE_CLIENT_SECRET")),
+        salesforce_external_id_field=opt("LEADFLOW_SALESFORCE_EXTERNAL_ID_FIELD") or "Leadflow_Id__c",
+        salesforce_api_version=opt("LEADFLOW_SALESFORCE_API_VERSION") or "v60.0",
+        event_bus=opt("LEADFLOW_EVENT_BUS"),
+        timeout_s=_float(env, "LEADFLOW_SINK_TIMEOUT", 5.0),
+        retry_queue_url=opt("LEADFLOW_RETRY_QUEUE_URL"),
+        dead_letter_queue_url=opt("LEADFLOW_DLQ_URL"),
+        retry_base_s=_float(env, "LEADFLOW_RETRY_BASE_SECONDS", 1.0),
+        max_attempts=int(_float(env, "LEADFLOW_RETRY_MAX_ATTEMPTS", 10)),
+    )
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     return Settings.from_env()
+
+
+@lru_cache(maxsize=1)
+def sink_settings() -> Sinks:
+    """Read (and secrets resolved) only by the functions that deliver: the API
+    function's cold start does not pay for the sinks' secrets."""
+    return sinks_from_env(os.environ)
 
 
 def load_rules(path: str | None) -> Rules:

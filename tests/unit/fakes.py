@@ -59,6 +59,73 @@ class MemoryStore:
         return sum(1 for v in self.scan_leads() if v.stage == stage and inside(v))
 
 
+    def next_turn(self, name):
+        with self.lock:
+            self.turns = getattr(self, "turns", {})
+            n = self.turns.get(name, 0)
+            self.turns[name] = n + 1
+            return n
+
+    def leads_in_stage(self, stage):
+        return [v for v in self.scan_leads() if v.stage == stage]
+
+    def first_touch_seconds(self):
+        return [v.first_touch_seconds for v in self.scan_leads() if v.first_touch_seconds is not None]
+
+
+class MemoryLedger:
+    """The delivery ledger's conditional semantics, in memory."""
+
+    def __init__(self):
+        self.items = {}
+        self.lock = threading.Lock()
+
+    def claim(self, lead_id, transition_id, sink, *, now, lease_seconds):
+        from leadflow.domain.ports import Claim
+
+        key = (lead_id, transition_id, sink)
+        with self.lock:
+            item = self.items.get(key)
+            epoch = now.timestamp()
+            if item is not None and item["status"] in ("sent", "dead"):
+                return Claim(Claim.DONE, item["attempts"], item["status"])
+            if item is not None and item["status"] == "sending" and item["lease_until"] >= epoch:
+                return Claim(Claim.BUSY, item["attempts"], "sending")
+            item = item or {"attempts": 0}
+            item.update(status="sending", lease_until=epoch + lease_seconds, attempts=item["attempts"] + 1)
+            self.items[key] = item
+            return Claim(Claim.GRANTED, item["attempts"])
+
+    def settle(self, lead_id, transition_id, sink, *, status, now, detail=None):
+        with self.lock:
+            item = self.items.setdefault((lead_id, transition_id, sink), {"attempts": 0})
+            item.update(status=status, detail=detail)
+            item.pop("lease_until", None)
+
+    def revive(self, lead_id, transition_id, sink, *, now):
+        with self.lock:
+            item = self.items.setdefault((lead_id, transition_id, sink), {"attempts": 0})
+            if item.get("status") == "sent":
+                return False
+            item.update(status="failed", attempts=0)
+            return True
+
+    def deliveries(self, lead_id):
+        return [{"transition_id": t, "sink": s, **v} for (l, t, s), v in self.items.items() if l == lead_id]
+
+
+class MemoryOutbox:
+    def __init__(self):
+        self.retries = []
+        self.dead = []
+
+    def retry_later(self, message, delay_seconds):
+        self.retries.append((message, delay_seconds))
+
+    def dead_letter(self, message):
+        self.dead.append(message)
+
+
 class StepClock:
     def __init__(self, start: datetime):
         self.t = start

@@ -14,7 +14,7 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any, Iterable, Iterator
 
-from leadflow.adapters.keys import LEAD_SK, event_sk, lead_pk, stage_gsi_pk, stage_gsi_sk
+from leadflow.adapters.keys import LEAD_SK, counter_pk, event_sk, lead_pk, stage_gsi_pk, stage_gsi_sk
 from leadflow.domain.events import AppliedEvent
 from leadflow.domain.lead import Lead
 from leadflow.domain.ports import VersionConflict
@@ -53,14 +53,20 @@ def lead_to_item(lead: Lead) -> dict:
         "engagement_score": Decimal(str(lead.engagement_score)),
         "disqualified": lead.disqualified,
         "updated_at": lead.updated_at.isoformat(),
-        "state": zlib.compress(lead.model_dump_json(exclude={"applied", "version"}).encode(), 6),
+        "state": zlib.compress(lead.model_dump_json(exclude={"applied", "version", "moved"}).encode(), 6),
     }
     if lead.email:
         item["email"] = lead.email
+    if lead.first_touch_seconds is not None:
+        item["first_touch_s"] = Decimal(str(round(lead.first_touch_seconds, 3)))
     if lead.merged_into:
         item["merged_into"] = lead.merged_into
     if lead.applied:
         item["applied"] = json.dumps(lead.applied, separators=(",", ":"))
+    if lead.moved:
+        # The outbox: the stage moves this write made. Only writes carrying it invoke
+        # the handoff (the stream's filter tests for this attribute).
+        item["moves"] = json.dumps(lead.moved, separators=(",", ":"))
     if lead.known and not lead.merged_into:
         item["GSI1PK"] = stage_gsi_pk(lead.stage)
         item["GSI1SK"] = stage_gsi_sk(lead.stage_entered_at.isoformat(), lead.lead_id)
@@ -192,8 +198,23 @@ class DynamoLeadStore:
         return self._delete_keys(keys)
 
     def purge_events(self, lead_id: str) -> int:
-        keys = [{"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(lead_id, "EVENT#", keys_only=True)]
+        """Sweep an erased lead's leftovers: event log items and delivery records written
+        after the erasure by the stream consumers."""
+        keys = [{"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(lead_id, keys_only=True)
+                if it["SK"]["S"].startswith(("EVENT#", "SEND#"))]
         return self._delete_keys(keys)
+
+    def next_turn(self, name: str) -> int:
+        """An atomic counter (0, 1, 2, …) per name: the routing round-robin's position."""
+        self._count("UpdateItem")
+        resp = self.client.update_item(
+            TableName=self.table_name,
+            Key={"PK": {"S": counter_pk(name)}, "SK": {"S": "COUNTER"}},
+            UpdateExpression="ADD n :one SET kind = :k",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":k": {"S": "counter"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(resp["Attributes"]["n"]["N"]) - 1
 
     def events(self, lead_id: str) -> list[AppliedEvent]:
         out = []
@@ -248,4 +269,40 @@ class DynamoLeadStore:
             total += resp.get("Count", 0)
             if "LastEvaluatedKey" not in resp:
                 return total
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def leads_in_stage(self, stage: str) -> Iterator[Lead]:
+        """Leads now in `stage`, by the stage index (keys only), each read consistently."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": stage_gsi_pk(stage)}},
+        }
+        while True:
+            self._count("Query")
+            resp = self.client.query(**kwargs)
+            for it in resp.get("Items", []):
+                lead = self.get(it["PK"]["S"].split("#", 1)[1])
+                if lead is not None and lead.stage == stage:
+                    yield lead
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def first_touch_seconds(self) -> list[float]:
+        """Every lead's time from SQL to first touch (a scan of one small attribute)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "FilterExpression": "attribute_exists(first_touch_s) AND SK = :sk",
+            "ProjectionExpression": "first_touch_s",
+            "ExpressionAttributeValues": {":sk": {"S": LEAD_SK}},
+        }
+        out: list[float] = []
+        while True:
+            self._count("Scan")
+            resp = self.client.scan(**kwargs)
+            out.extend(float(it["first_touch_s"]["N"]) for it in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return out
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

@@ -17,3 +17,11 @@ def stage_gsi_pk(stage: str) -> str:
 
 def stage_gsi_sk(entered_at_iso: str, lead_id: str) -> str:
     return f"{entered_at_iso}#{lead_id}"
+
+
+def send_sk(transition_id: str, sink: str) -> str:
+    return f"SEND#{transition_id}#{sink}"
+
+
+def counter_pk(name: str) -> str:
+    return f"COUNTER#{name}"

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Iterable
 
 from leadflow.domain.events import AppliedEvent
-from leadflow.domain.lead import Cause, Lead, Move, Signal, event_key, stage_rank
+from leadflow.domain.lead import Cause, Lead, Move, Signal, event_key, last_move_into, stage_rank
 from leadflow.domain.lifecycle import HANDOFF_STAGES, automatic_target, check_action
 from leadflow.domain.rules import Rules
 from leadflow.domain.scoring import DAY, ScoreCard, coerce_trait, score, signals_for
@@ -114,6 +114,7 @@ def _record(lead: Lead, *, to_stage: str, cause: Cause, key: str, rules: Rules, 
         reasons=[{"rule": l["rule"], "points": l["points"], "detail": l["detail"]} for l in lead.explanation[:TOP_REASONS]],
     )
     lead.history.append(move)
+    lead.moved.append(move.transition_id)
     if to_stage != lead.stage or from_stage is None:
         lead.stage = to_stage  # type: ignore[assignment]
         lead.stage_entered_at = now
@@ -137,7 +138,7 @@ def apply_event(lead: Lead, event: AppliedEvent, rules: Rules, now: datetime) ->
     key = event_key(event.event_id)
     if lead.has_seen(key):
         return Outcome(lead=lead, duplicate=True)
-    lead = lead.model_copy(deep=True)
+    lead = lead.model_copy(deep=True, update={"moved": []})
     at = _epoch(event.occurred_at)
     for name, value in sorted(event.traits.items()):
         _merge_trait(lead, name, coerce_trait(name, value), at)
@@ -181,7 +182,7 @@ def absorb(lead: Lead, visitor: Lead, anonymous_id: str) -> Lead:
 def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, rules: Rules, now: datetime) -> Outcome:
     """An explicit sales move; illegal ones raise IllegalTransition with the reason."""
     action = check_action(lead, name, reason)
-    lead = lead.model_copy(deep=True)
+    lead = lead.model_copy(deep=True, update={"moved": []})
     reason = (reason or "").strip() or None
     if action.resets_engagement:
         lead.engagement_reset_at = _epoch(now)
@@ -192,6 +193,7 @@ def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, r
         lead.disqualified_reason = reason or "disqualified_by_sales"
     card = score_lead(lead, rules, now)
     _set_score(lead, card, rules, now)
+    _first_touch(lead, by or "api", now)
     to_stage = action.to_stage or lead.stage
     cause = Cause(kind="actor", action=name, actor=by or "api", reason=reason)
     key = f"{name}|{now.isoformat()}|{len(lead.history)}"
@@ -201,9 +203,22 @@ def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, r
     return Outcome(lead=lead, moves=[move])
 
 
+def _first_touch(lead: Lead, actor: str, now: datetime) -> None:
+    """The first sales action on an SQL since it became one is its first touch (the
+    speed-to-lead figure the funnel reports and the SLA watchdog waits for)."""
+    if lead.stage != "sql":
+        return
+    entered = last_move_into(lead, "sql")
+    if entered is None or (lead.first_touch_at is not None and lead.first_touch_at >= entered.at):
+        return
+    lead.first_touch_at = now
+    lead.first_touch_by = actor
+    lead.first_touch_seconds = max(0.0, (now - entered.at).total_seconds())
+
+
 def rescore(lead: Lead, rules: Rules, now: datetime) -> Outcome:
     """Refresh decayed scores (and apply any forward move a new rules version calls for)."""
-    lead = lead.model_copy(deep=True)
+    lead = lead.model_copy(deep=True, update={"moved": []})
     _prune(lead, rules, now)
     moves = _advance(lead, None, rules, now)
     lead.applied = []
@@ -214,7 +229,7 @@ def rebase(lead: Lead, events: Iterable[AppliedEvent], rules: Rules, now: dateti
     """Re-derive a lead's signals from its event log under new rules (a new rules version
     may score events the old one ignored). Traits, history and stage are kept: moves
     already made stand, and any forward move the new rules call for is recorded."""
-    lead = lead.model_copy(deep=True)
+    lead = lead.model_copy(deep=True, update={"moved": []})
     signals: list[Signal] = []
     converted = lead.converted_by
     for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):

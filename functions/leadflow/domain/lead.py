@@ -59,6 +59,9 @@ class Move(BaseModel):
     fit_grade: str
     engagement_score: float
     reasons: list[dict[str, Any]] = Field(default_factory=list)
+    # Who the lead was assigned to by this move (routing), and why.
+    owner: str | None = None
+    routing: dict[str, Any] | None = None
 
 
 class Signal(BaseModel):
@@ -86,6 +89,10 @@ class Lead(BaseModel):
     disqualified_by: Literal["rules", "sales"] | None = None
     marketing_email: Literal["subscribed", "unsubscribed", "bounced"] = "subscribed"
     owner: str | None = None
+    # First touch: the first time sales accepted the lead after it became an SQL.
+    first_touch_at: datetime | None = None
+    first_touch_by: str | None = None
+    first_touch_seconds: float | None = None  # from entering SQL to the first touch
     signals: list[Signal] = Field(default_factory=list)
     converted_by: str | None = None  # the first conversion (rule id): a lead for good, however old
     engagement_reset_at: int | None = None  # recycle/reject: signals up to here no longer count
@@ -105,6 +112,8 @@ class Lead(BaseModel):
     version: int = 0
     # The events this write applied, for the stream to append to the event log.
     applied: list[dict[str, Any]] = Field(default_factory=list)
+    # The transition ids of the moves this write made, for the handoff to fan out.
+    moved: list[str] = Field(default_factory=list)
 
     @property
     def known(self) -> bool:
@@ -112,3 +121,10 @@ class Lead(BaseModel):
 
     def has_seen(self, key: str) -> bool:
         return key in self.seen
+
+
+def last_move_into(lead: Lead, stage: str) -> Move | None:
+    for move in reversed(lead.history):
+        if move.to_stage == stage and move.from_stage != stage:
+            return move
+    return None

@@ -131,6 +131,9 @@ def check_action(lead: Lead, name: str, reason: str | None) -> Action:
     if lead.stage not in action.from_stages:
         allowed = ", ".join(sorted(action.from_stages, key=stage_rank))
         raise IllegalTransition(f"{name}: the lead is in stage {lead.stage}; {name} is allowed from {allowed}")
+    if name == "accept" and lead.history and lead.history[-1].cause.action == "accept":
+        last = lead.history[-1]
+        raise IllegalTransition(f"accept: already accepted by {last.cause.actor} at {last.at.isoformat()}")
     if action.blocked_when_disqualified and lead.disqualified:
         raise IllegalTransition(f"{name}: the lead is disqualified ({lead.disqualified_reason}); recycle it first")
     if action.disqualifies and lead.disqualified and lead.disqualified_by == "sales":

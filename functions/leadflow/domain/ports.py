@@ -38,6 +38,55 @@ class LeadStore(Protocol):
 
     def count_stage(self, stage: str, since: str | None = None, until: str | None = None) -> int: ...
 
+    def next_turn(self, name: str) -> int:
+        """An atomic counter per name, 0 on first call (the routing round-robin)."""
+        ...
+
+    def leads_in_stage(self, stage: str) -> Iterator[Lead]: ...
+
+    def first_touch_seconds(self) -> list[float]: ...
+
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class Claim:
+    """The answer of a delivery ledger to "may I send this move to this sink now?"."""
+
+    GRANTED = "granted"  # go ahead; `attempts` counts this one
+    DONE = "done"  # already sent (or dead-lettered): never send again
+    BUSY = "busy"  # another invocation is sending it right now: try later
+
+    def __init__(self, state: str, attempts: int = 0, status: str | None = None):
+        self.state = state
+        self.attempts = attempts
+        self.status = status  # the stored status when DONE or BUSY
+
+    def __repr__(self) -> str:
+        return f"Claim({self.state}, attempts={self.attempts}, status={self.status})"
+
+
+class DeliveryLedger(Protocol):
+    """One record per (stage move, sink): what makes each sink get each move once."""
+
+    def claim(self, lead_id: str, transition_id: str, sink: str, *, now: datetime, lease_seconds: float) -> Claim: ...
+
+    def settle(self, lead_id: str, transition_id: str, sink: str, *, status: str, now: datetime,
+               detail: dict | None = None) -> None:
+        """status: "sent", "failed" (a retry is scheduled) or "dead" (dead-lettered)."""
+        ...
+
+    def revive(self, lead_id: str, transition_id: str, sink: str, *, now: datetime) -> bool:
+        """Make a dead-lettered delivery claimable again (for a replay). False if it was sent."""
+        ...
+
+    def deliveries(self, lead_id: str) -> list[dict]: ...
+
+
+class Outbox(Protocol):
+    """Where deliveries that must be tried again later, and dead letters, go (SQS in AWS)."""
+
+    def retry_later(self, message: dict, delay_seconds: int) -> None: ...
+
+    def dead_letter(self, message: dict) -> None: ...
