@@ -70,7 +70,98 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--quiet", action="store_true", help="only warnings and errors, no access log")
     noise.add_argument("--verbose", action="store_true", help="debug logs, Powertools logs and metrics")
     serve.set_defaults(func=serve_command)
+
+    dlq = commands.add_parser(
+        "dlq",
+        help="list or replay stage moves that could not be delivered to a sink",
+        description=(
+            "Dead letters are whole stage moves, one sink each, with the reason they were not delivered. "
+            "Without --stack-name or queue URLs this talks to the `leadflow serve` running on --data-dir."
+        ),
+    )
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    for name, help_text in (("list", "show the dead letters"), ("replay", "send dead letters back through the retry queue")):
+        sub = dlq_commands.add_parser(name, help=help_text, description=help_text)
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--data-dir", default=".leadflow", help="data directory of a running leadflow serve (default .leadflow)")
+        where.add_argument("--stack-name", help="a deployed CloudFormation stack: its outputs name the queues and table")
+        where.add_argument("--env", action="store_true",
+                           help="use LEADFLOW_DLQ_URL, LEADFLOW_RETRY_QUEUE_URL and LEADFLOW_TABLE from the environment")
+        sub.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+        if name == "replay":
+            sub.add_argument("ids", nargs="*", metavar="MESSAGE_ID", help="dead letters to replay (default: all)")
+            sub.add_argument("--sink", help="only dead letters of this sink (slack, email, webhook, hubspot, salesforce, eventbridge)")
+        sub.set_defaults(func=dlq_command)
     return parser
+
+
+def _dlq_target(args: argparse.Namespace) -> dict[str, Any]:
+    """Queue URLs, table and client settings for the dead-letter commands."""
+    import json
+
+    if args.stack_name:
+        import boto3
+
+        stacks = boto3.client("cloudformation").describe_stacks(StackName=args.stack_name)["Stacks"]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+        return {"dead_letter": outputs["HandoffDeadLetterQueueUrl"], "retry": outputs["HandoffRetryQueueUrl"],
+                "table": outputs["TableName"], "client": {}}
+    if args.env:
+        missing = [v for v in ("LEADFLOW_DLQ_URL", "LEADFLOW_RETRY_QUEUE_URL", "LEADFLOW_TABLE") if not os.environ.get(v)]
+        if missing:
+            raise SystemExit(f"leadflow dlq: --env needs {', '.join(missing)}")
+        return {"dead_letter": os.environ["LEADFLOW_DLQ_URL"], "retry": os.environ["LEADFLOW_RETRY_QUEUE_URL"],
+                "table": os.environ["LEADFLOW_TABLE"], "client": {}}
+    path = os.path.join(args.data_dir, "stack.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            info = json.load(fh)
+    except FileNotFoundError:
+        raise SystemExit(f"leadflow dlq: no running leadflow serve in {args.data_dir} ({path} not found); "
+                         "start one, or pass --stack-name / --env") from None
+    client = {"endpoint_url": info["endpoint_url"], "region_name": info["region"],
+              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    return {"dead_letter": info["queues"]["dead_letter"], "retry": info["queues"]["retry"], "table": info["table"],
+            "client": client}
+
+
+def dlq_command(args: argparse.Namespace) -> int:
+    import json
+
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from leadflow import dlq
+    from leadflow.adapters.ledger import DynamoDeliveryLedger
+
+    target = _dlq_target(args)
+    session = boto3.session.Session()
+    try:
+        sqs = session.client("sqs", **target["client"])
+        if args.dlq_command == "list":
+            rows = [letter.row() for letter in dlq.peek(sqs, target["dead_letter"])]
+            verb = "dead letter"
+        else:
+            ledger = DynamoDeliveryLedger(target["table"], client=session.client("dynamodb", **target["client"]))
+            rows = dlq.replay(sqs, ledger, target["dead_letter"], target["retry"], ids=args.ids, sink=args.sink)
+            verb = "replayed"
+    except (BotoCoreError, ClientError) as exc:
+        print(f"leadflow dlq: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return 0
+    if not rows:
+        print("no dead letters" if args.dlq_command == "list" else "nothing to replay")
+        return 0
+    columns = list(rows[0])
+    widths = {c: min(48, max(len(c), *(len(str(r.get(c, ""))) for r in rows))) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, ""))[: widths[c]].ljust(widths[c]) for c in columns))
+    print(f"{len(rows)} {verb}{'s' if len(rows) != 1 and verb == 'dead letter' else ''}")
+    return 0
 
 
 def _configure_logging(quiet: bool, verbose: bool) -> None:

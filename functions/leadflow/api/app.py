@@ -87,10 +87,14 @@ def post_form(form_id: str) -> Response:
 
 @app.post("/v1/webhooks/<source>")
 def post_webhook(source: str) -> Response:
-    if source not in WEBHOOK_SOURCES or source != "generic":
-        raise NotFound(f"unknown webhook source {source!r}; this build accepts: generic", field="source")
+    if source not in WEBHOOK_SOURCES or source not in ("generic", "slack"):
+        raise NotFound(f"unknown webhook source {source!r}; this build accepts: generic, slack", field="source")
     body = _body_text()
     headers = dict(app.current_event.headers or {})
+    if source == "slack":
+        from leadflow.api import slack
+
+        return _json(200, slack.handle(body, headers, settings().webhook_secrets.get("slack"), service=container.service()))
     msg_id = _verify_standard_webhook(body, headers, settings().webhook_secrets.get("generic"))
     try:
         payload = json.loads(body)
