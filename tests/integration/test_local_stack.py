@@ -26,6 +26,7 @@ import pytest
 
 from leadflow.local.gateway import Gateway
 from leadflow.local.poller import DeadLetterFile
+from leadflow.local.poller import is_lead_record
 from leadflow.local.stack import LocalStack
 from leadflow.local.tables import create_table_kwargs, template_table_properties
 
@@ -139,6 +140,9 @@ def make_stack(tmp_path, table_properties):
         options.setdefault("api", FakeApi())
         options.setdefault("stream", FakeStream())
         options.setdefault("jobs", None)
+        options.setdefault("handoff", None)
+        options.setdefault("handoff_retry", None)
+        options.setdefault("record_filter", is_lead_record)
         options.setdefault("data_dir", tmp_path / "data")
         options.setdefault("table_properties", table_properties)
         options.setdefault("retry_base_delay", 0.01)

@@ -1,10 +1,13 @@
-"""The whole local stack in one process: moto, the tables, the gateway, the stream poller, the timer.
+"""The whole local stack in one process: moto, the tables and queues, the gateway,
+the stream and queue pollers, the timer.
 
-Start order: moto → environment → tables → snapshot load → handlers → poller
-(positioned at the stream's end, so loaded items are not re-delivered) →
-scheduler → periodic snapshot → gateway. Stop runs it backwards: the gateway
-stops accepting, the poller drains the stream, the scheduler stops, the
-snapshot is written, moto stops and the environment is restored.
+Start order: moto → environment → tables and queues → snapshot load → handlers →
+pollers (stream pollers positioned at the stream's end, so loaded items are not
+re-delivered; each with its function's FilterCriteria from template.yaml) →
+scheduler → periodic snapshot → gateway → `<data-dir>/stack.json` (where
+`leadflow dlq` finds the queues). Stop runs it backwards: the gateway stops
+accepting, the pollers drain, the scheduler stops, the snapshot is written, moto
+stops and the environment is restored.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import json
+
 from leadflow.local.atomic import make_dynamodb_atomic
+from leadflow.local.filters import stream_filter
 from leadflow.local.gateway import Gateway
 from leadflow.local.moto_server import MotoServer, forget_shard_iterator
 from leadflow.local.persist import PeriodicDump, Snapshot
-from leadflow.local.poller import DeadLetterFile, OnFailure, StreamPoller, is_lead_record
+from leadflow.local.poller import DeadLetterFile, OnFailure, StreamPoller
+from leadflow.local.queues import Queue, QueueSnapshot, create_queues, template_queues
+from leadflow.local.sqs_poller import SqsPoller
 from leadflow.local.scheduler import Scheduler
 from leadflow.local.tables import create_table, template_table_properties
 
@@ -33,6 +41,9 @@ logger = logging.getLogger(__name__)
 ACCOUNT_ID = "123456789012"
 DEFAULT_TABLE = "leadflow"
 DLQ_NAME = "stream-dlq.jsonl"
+FROM_TEMPLATE = "template"  # record_filter: each stream consumer's FilterCriteria in template.yaml
+# Stream consumers: role -> (template function, template event).
+STREAM_CONSUMERS = {"stream": ("StreamFunction", "LeadStream"), "handoff": ("HandoffFunction", "MoveStream")}
 
 Handler = Callable[[dict[str, Any], Any], Any]
 HandlerSpec = Handler | str
@@ -116,6 +127,8 @@ class LocalStack:
         api: HandlerSpec = "api_handler:handler",
         stream: HandlerSpec = "stream_handler:handler",
         jobs: HandlerSpec | None = "jobs_handler:handler",
+        handoff: HandlerSpec | None = "handoff_handler:handler",
+        handoff_retry: HandlerSpec | None = "handoff_handler:retry_handler",
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -126,18 +139,19 @@ class LocalStack:
         region: str | None = None,
         rescore_every: float = 3600.0,
         funnel_every: float = 86400.0,
+        sla_every: float = 300.0,
         snapshot_every: float = 30.0,
         batch_size: int = 100,
         max_retries: int = 5,
         retry_base_delay: float = 0.1,
         poll_interval: float = 0.05,
-        record_filter: Callable[[Mapping[str, Any]], bool] | None = is_lead_record,
+        record_filter: Callable[[Mapping[str, Any]], bool] | None | str = FROM_TEMPLATE,
         on_stream_failure: OnFailure | None = None,
         drain_timeout: float = 10.0,
         verbose: bool = False,
         access_log: bool = True,
     ) -> None:
-        self._specs = {"api": api, "stream": stream, "jobs": jobs}
+        self._specs = {"api": api, "stream": stream, "jobs": jobs, "handoff": handoff, "handoff_retry": handoff_retry}
         self.host = host
         self.port = port
         self.data_dir = Path(data_dir)
@@ -145,15 +159,15 @@ class LocalStack:
         self.table_name = table_name
         self._table_properties = dict(table_properties) if table_properties is not None else None
         self._region = region
-        self._job_intervals = {"rescore": float(rescore_every), "funnel": float(funnel_every)}
+        self._job_intervals = {"rescore": float(rescore_every), "sla": float(sla_every), "funnel": float(funnel_every)}
         self._snapshot_every = snapshot_every
         self._poller_options = {
             "batch_size": batch_size,
             "max_retries": max_retries,
             "retry_base_delay": retry_base_delay,
             "poll_interval": poll_interval,
-            "record_filter": record_filter,
         }
+        self._record_filter = record_filter
         self._on_stream_failure = on_stream_failure
         self._drain_timeout = drain_timeout
         self.verbose = verbose
@@ -162,6 +176,10 @@ class LocalStack:
         self.moto = MotoServer(host="127.0.0.1")
         self.functions: dict[str, LocalFunction] = {}
         self.poller: StreamPoller | None = None
+        self.pollers: dict[str, StreamPoller] = {}
+        self.retry_poller: SqsPoller | None = None
+        self.queues: dict[str, Queue] = {}
+        self.queue_snapshot: QueueSnapshot | None = None
         self.scheduler: Scheduler | None = None
         self.gateway: Gateway | None = None
         self.snapshot: Snapshot | None = None
@@ -197,23 +215,39 @@ class LocalStack:
     def dead_letter_path(self) -> Path:
         return self.data_dir / DLQ_NAME
 
+    @property
+    def info_path(self) -> Path:
+        return self.data_dir / "stack.json"
+
     def health(self) -> dict[str, bool]:
-        return {
+        health = {
             "moto": self.moto.running,
             "tables": self._tables_ready,
             "poller": self.poller is not None and self.poller.running,
             "scheduler": self.scheduler is not None and self.scheduler.ready,
         }
+        if "handoff" in self.functions:
+            health["handoff_poller"] = "handoff" in self.pollers and self.pollers["handoff"].running
+        if "handoff_retry" in self.functions:
+            health["retry_poller"] = self.retry_poller is not None and self.retry_poller.running
+        return health
 
     @property
     def ready(self) -> bool:
         return all(self.health().values()) and self.gateway is not None and self.gateway.running
 
-    def drain(self, timeout: float = 10.0) -> bool:
-        """Wait until everything now in the stream has reached the stream handler."""
+    def drain(self, timeout: float = 10.0, *, retries: bool = False) -> bool:
+        """Wait until everything now in the stream has reached the stream consumers
+        (and, with ``retries``, until the retry queue is empty, delayed messages included)."""
         if self.poller is None:
             raise RuntimeError("local stack is not running")
-        return self.poller.drain(timeout)
+        deadline = time.monotonic() + timeout
+        for poller in self.pollers.values():
+            if not poller.drain(max(0.0, deadline - time.monotonic())):
+                return False
+        if retries and self.retry_poller is not None:
+            return self.retry_poller.drain(max(0.0, deadline - time.monotonic()), include_delayed=True)
+        return True
 
     def run_job(self, job: str) -> Any:
         if self.scheduler is None:
@@ -274,25 +308,45 @@ class LocalStack:
         if not self.stream_arn:
             raise RuntimeError(f"table {self.table_name} has no stream: check StreamSpecification")
         self._tables_ready = True
+        self._create_queues()
+        self._prepare_sinks()
 
         if self.persist:
             self.snapshot = Snapshot(dynamodb, self.data_dir, [self.table_name])
             self.loaded_items = self.snapshot.load()
+            if self.queues:
+                self.queue_snapshot = QueueSnapshot(self.client("sqs"), self.data_dir, self.queues, region=self.region)
+                self.queue_snapshot.load()
 
         self._attach_handlers()
 
         # Positioned now, after the load: the INSERTs it produced are behind the iterator.
-        self.poller = StreamPoller(
-            self.client("dynamodbstreams"),
-            self.stream_arn,
-            self.functions["stream"],
-            region=self.region,
-            on_failure=self._on_stream_failure or DeadLetterFile(self.dead_letter_path),
-            function_arn=self.functions["stream"].arn,
-            forget_iterator=forget_shard_iterator,
-            **self._poller_options,
-        )
-        self.poller.start("LATEST")
+        on_failure = self._on_stream_failure or DeadLetterFile(self.dead_letter_path)
+        for role, (function, event) in STREAM_CONSUMERS.items():
+            if role not in self.functions:
+                continue
+            record_filter = self._record_filter
+            if record_filter == FROM_TEMPLATE:
+                record_filter = stream_filter(function, event)
+            poller = StreamPoller(
+                self.client("dynamodbstreams"),
+                self.stream_arn,
+                self.functions[role],
+                region=self.region,
+                on_failure=on_failure,
+                function_arn=self.functions[role].arn,
+                forget_iterator=forget_shard_iterator,
+                record_filter=record_filter,
+                **self._poller_options,
+            )
+            poller.start("LATEST")
+            self.pollers[role] = poller
+        self.poller = self.pollers["stream"]
+        retry_queue = self.queues.get("HandoffRetryQueue")
+        if "handoff_retry" in self.functions and retry_queue is not None:
+            self.retry_poller = SqsPoller(self.client("sqs"), retry_queue.url, retry_queue.arn,
+                                          self.functions["handoff_retry"], region=self.region, wait_seconds=1)
+            self.retry_poller.start()
 
         self.scheduler = Scheduler(self.functions.get("jobs"), self._job_intervals)
         self.scheduler.start()
@@ -310,12 +364,54 @@ class LocalStack:
             access_log=self._access_log,
         )
         self.gateway.start()
+        self._write_info()
         logger.info("local stack ready at %s (DynamoDB endpoint %s)", self.gateway.url, self.moto.url)
+
+    def _create_queues(self) -> None:
+        """The template's SQS queues (the handoff's retry and dead-letter queues), and
+        the handlers' environment naming them, as the template's Globals do in AWS."""
+        resources = template_queues()
+        if not resources:
+            return
+        self.queues = create_queues(self.client("sqs"), resources)
+        names = {"LEADFLOW_RETRY_QUEUE_URL": "HandoffRetryQueue", "LEADFLOW_DLQ_URL": "HandoffDeadLetterQueue"}
+        for variable, logical_id in names.items():
+            if logical_id in self.queues:
+                self._set_variable(variable, self.queues[logical_id].url)
+
+    def _prepare_sinks(self) -> None:
+        """What AWS has before the first send: the SES sender verified, the event bus there."""
+        sender = os.environ.get("LEADFLOW_SES_FROM")
+        if sender:
+            self.client("sesv2").create_email_identity(EmailIdentity=sender)
+        bus = os.environ.get("LEADFLOW_EVENT_BUS")
+        if bus and bus != "default" and not bus.startswith("arn:"):
+            events = self.client("events")
+            if bus not in {b["Name"] for b in events.list_event_buses().get("EventBuses", [])}:
+                events.create_event_bus(Name=bus)
+
+    def _write_info(self) -> None:
+        """Where a running stack can be reached (for `leadflow dlq`); removed on stop."""
+        info = {
+            "pid": os.getpid(),
+            "api_url": self.gateway.url if self.gateway else None,
+            "endpoint_url": self.moto.url,
+            "region": self.region,
+            "table": self.table_name,
+            "queues": {
+                "retry": self.queues["HandoffRetryQueue"].url if "HandoffRetryQueue" in self.queues else None,
+                "dead_letter": self.queues["HandoffDeadLetterQueue"].url if "HandoffDeadLetterQueue" in self.queues else None,
+            },
+        }
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
 
     def _attach_handlers(self) -> None:
         options = {
             "api": {"function_name": "leadflow-api", "timeout_s": 30.0},
             "stream": {"function_name": "leadflow-stream", "timeout_s": 60.0},
+            "handoff": {"function_name": "leadflow-handoff", "timeout_s": 60.0},
+            "handoff_retry": {"function_name": "leadflow-handoff-retry", "timeout_s": 60.0},
             "jobs": {"function_name": "leadflow-jobs", "timeout_s": 900.0},
         }
         if any(isinstance(spec, str) for spec in self._specs.values()):
@@ -357,11 +453,14 @@ class LocalStack:
 
     def _set_environment(self) -> None:
         for name, value in self._environment().items():
-            self._saved_env.setdefault(name, os.environ.get(name))
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+            self._set_variable(name, value)
+
+    def _set_variable(self, name: str, value: str | None) -> None:
+        self._saved_env.setdefault(name, os.environ.get(name))
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
     def _restore_environment(self) -> None:
         for name, value in self._saved_env.items():
@@ -390,11 +489,14 @@ class LocalStack:
         self._started = False
         if self.gateway is not None:
             self._quietly(self.gateway.stop, "gateway")
-        if self.poller is not None:
-            poller = self.poller
+        self._quietly(lambda: self.info_path.unlink(missing_ok=True), "stack.json")
+        for role, poller in self.pollers.items():
             drained = poller.stop(self._drain_timeout)
             if not drained:
-                logger.warning("stream not fully drained within %.0fs", self._drain_timeout)
+                logger.warning("%s stream not fully drained within %.0fs", role, self._drain_timeout)
+        if self.retry_poller is not None:
+            # Delayed retries stay queued (and are saved with the snapshot).
+            self._quietly(lambda: self.retry_poller.stop(0), "retry poller")
         if self.scheduler is not None:
             self._quietly(self.scheduler.stop, "scheduler")
         if self._periodic is not None:
@@ -405,6 +507,8 @@ class LocalStack:
                 self.saved_items = self.snapshot.dump()
             except Exception:
                 logger.exception("could not save the tables to %s", self.snapshot_path)
+            if self.queue_snapshot is not None:
+                self._quietly(self.queue_snapshot.dump, "queue snapshot")
         self._tables_ready = False
         if self.moto.running:
             self._quietly(self.moto.reset, "moto reset")
