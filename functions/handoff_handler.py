@@ -7,6 +7,7 @@ Both answer with partial batch responses: only what failed is retried.
 """
 
 import json
+from contextlib import contextmanager
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
@@ -14,6 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from leadflow import container
 from leadflow.adapters.dynamodb import item_to_lead
+from leadflow.handoff import DeliveryBusy
 from leadflow.observability import logger, metrics, tracer
 
 stream_processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
@@ -22,11 +24,26 @@ queue_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch
 
 def stream_record_handler(record: DynamoDBRecord) -> dict:
     image = record.dynamodb.new_image
-    return container.handoff().fan_out(item_to_lead(image), json.loads(image["moves"]))
+    with reported(record.dynamodb.sequence_number):
+        return container.handoff().fan_out(item_to_lead(image), json.loads(image["moves"]))
 
 
 def queue_record_handler(record: SQSRecord) -> str:
-    return container.handoff().on_retry(json.loads(record.body))
+    with reported(record.message_id):
+        return container.handoff().on_retry(json.loads(record.body))
+
+
+@contextmanager
+def reported(item: str | None):
+    """A failed record is retried by Lambda; say why in the log (the batch processor does not)."""
+    try:
+        yield
+    except DeliveryBusy as exc:
+        logger.warning("handoff.busy", extra={"item": item, "deliveries": str(exc)})
+        raise
+    except Exception:
+        logger.exception("handoff.record_failed", extra={"item": item})
+        raise
 
 
 @logger.inject_lambda_context

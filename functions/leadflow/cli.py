@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="interval of the rescore job (default 3600); the funnel job runs daily",
     )
+    serve.add_argument(
+        "--sla-every",
+        type=_positive_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="interval of the SLA watchdog that escalates unaccepted SQLs (default 300)",
+    )
     noise = serve.add_mutually_exclusive_group()
     noise.add_argument("--quiet", action="store_true", help="only warnings and errors, no access log")
     noise.add_argument("--verbose", action="store_true", help="debug logs, Powertools logs and metrics")
@@ -196,6 +203,7 @@ def serve_command(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         persist=not args.no_persist,
         rescore_every=args.rescore_every,
+        sla_every=args.sla_every,
         verbose=args.verbose,
         access_log=not args.quiet,
     )

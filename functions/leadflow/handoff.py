@@ -35,6 +35,7 @@ from leadflow.sinks.base import PermanentError, RetryableError, Sink
 
 RETRY_TYPE = "leadflow.delivery"
 DEAD_TYPE = "leadflow.dead_letter"
+ESCALATION = "sla-escalation-"  # ledger "sink" name of SLA escalation level n: sla-escalation-<n>
 
 
 def utcnow() -> datetime:
@@ -212,17 +213,21 @@ class Handoff:
             due = due_escalations(entered.at, False, set(), now, self.rules.sla)
             if not due:
                 continue
-            sent = {int(d["sink"][3:]) for d in self.ledger.deliveries(lead.lead_id)
-                    if d["transition_id"] == entered.transition_id and d["sink"].startswith("sla")
-                    and d["status"] in ("sent", "dead")}
+            sent = {int(d["sink"].removeprefix(ESCALATION)) for d in self.ledger.deliveries(lead.lead_id)
+                    if d["transition_id"] == entered.transition_id and d["sink"].startswith(ESCALATION)
+                    and d["sink"].removeprefix(ESCALATION).isdigit() and d["status"] in ("sent", "dead")}
             for esc in due_escalations(entered.at, False, sent, now, self.rules.sla):
-                outcome = self._escalate(lead, entered.transition_id, esc, now)
+                try:
+                    outcome = self._escalate(lead, entered.transition_id, esc, now)
+                except Exception:  # one bad lead must not stop the sweep for the others
+                    logger.exception("sla.escalation_crashed", extra={"lead_id": lead.lead_id, "level": esc.level})
+                    outcome = "failed"
                 escalated += outcome == "sent"
                 failed += outcome == "failed"
         return {"checked": checked, "escalated": escalated, "failed": failed}
 
     def _escalate(self, lead: Lead, transition_id: str, esc, now: datetime) -> str:
-        sink = f"sla{esc.level}"
+        sink = f"{ESCALATION}{esc.level}"
         claim = self.ledger.claim(lead.lead_id, transition_id, sink, now=now, lease_seconds=self.policy.lease_seconds)
         if claim.state != Claim.GRANTED:
             return "skipped"

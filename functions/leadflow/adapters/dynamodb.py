@@ -74,8 +74,16 @@ def lead_to_item(lead: Lead) -> dict:
 
 
 def item_to_lead(item: dict) -> Lead:
+    """From an item read with boto3 (Binary) or a stream image as Lambda delivers it,
+    where Binary values stay base64 text (Powertools does not decode them)."""
     state = item["state"]
-    data = json.loads(zlib.decompress(state.value if hasattr(state, "value") else state))
+    if hasattr(state, "value"):
+        state = state.value
+    elif isinstance(state, str):
+        import base64
+
+        state = base64.b64decode(state)
+    data = json.loads(zlib.decompress(state))
     data["version"] = int(item["version"])
     return Lead.model_validate(data)
 

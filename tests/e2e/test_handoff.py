@@ -1,0 +1,351 @@
+"""The handoff end to end: `leadflow serve` with real Slack, HubSpot, Salesforce and generic
+webhook receivers on 127.0.0.1 that fail on command; EventBridge and SES on the stack's moto."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from tests.e2e.conftest import API_KEY, ROOT, Client, free_port
+from tests.receivers import HubSpotReceiver, SalesforceReceiver, SlackReceiver, WebhookReceiver
+
+pytestmark = pytest.mark.e2e
+
+CRM_SECRET = "whsec_" + "C2FsdHktY3JtLXNlY3JldC1mb3ItdGVzdHM="
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+HUBSPOT_TOKEN = "pat-na1-e2e"
+SF_ID, SF_SECRET = "sf-client", "sf-secret"
+SLA_OWNER_HOURS = 0.0015  # ~5 s on a 24x7 calendar
+SLA_MANAGER_HOURS = 0.003  # ~11 s
+
+BUYER = {"first_name": "Jane", "last_name": "Doe", "job_title": "VP Marketing", "company": "Acme", "company_size": 200,
+         "industry": "software", "country": "US", "budget": "yes", "authority": "decision_maker",
+         "need": "replace spreadsheets", "timeline": "this_quarter"}
+
+
+def rules_file(directory: Path) -> Path:
+    data = yaml.safe_load((ROOT / "functions/leadflow/rules/default.yaml").read_text())
+    data["version"] = "e2e-1"
+    data["routing"] = {
+        "default_team": "inbound",
+        "teams": [{"id": "inbound", "manager": {"name": "Kari", "slack_user": "U0MANAGER"},
+                   "reps": [{"id": "ola", "name": "Ola", "email": "ola@seller.example", "slack_user": "U0OLA",
+                             "weight": 1, "hubspot_owner_id": "111", "salesforce_owner_id": "005000000000001"},
+                            {"id": "siri", "name": "Siri", "email": "siri@seller.example", "slack_user": "U0SIRI",
+                             "weight": 1, "hubspot_owner_id": "222", "salesforce_owner_id": "005000000000002"}]}],
+    }
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    data["sla"] = {"accept_within_business_hours": SLA_OWNER_HOURS,
+                   "escalations": [{"after_business_hours": SLA_OWNER_HOURS, "notify": "owner"},
+                                   {"after_business_hours": SLA_MANAGER_HOURS, "notify": "manager"}],
+                   "business_hours": {"timezone": "UTC", "days": days, "start": "00:00", "end": "23:59"}}
+    path = directory / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+class Handoff:
+    def __init__(self, client: Client, data: Path, slack, hubspot, salesforce, webhook):
+        self.client, self.data = client, data
+        self.slack, self.hubspot, self.salesforce, self.webhook = slack, hubspot, salesforce, webhook
+        info = json.loads((data / "stack.json").read_text())
+        self.info = info
+        self.aws = dict(endpoint_url=info["endpoint_url"], region_name=info["region"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def boto(self, service: str):
+        return boto3.session.Session().client(service, **self.aws)
+
+    def new_sql(self, **traits) -> tuple[str, dict]:
+        email = f"buyer-{uuid.uuid4().hex[:8]}@acme-{uuid.uuid4().hex[:4]}.com"
+        status, body = self.client.post("/v1/events", {"type": "form_submitted", "email": email,
+                                                       "properties": {"form_kind": "demo_request"},
+                                                       "traits": {**BUYER, **traits}})
+        assert status == 200 and body["stage"] == "sql", body
+        return email, body
+
+    def alerts_for(self, email: str) -> list[dict]:
+        return [m for m in self.slack.messages() if email in json.dumps(m) and m["text"].startswith("New ")
+                and not m.get("replace_original")]
+
+    def deliveries(self, lead_id: str) -> dict[str, str]:
+        items = self.boto("dynamodb").query(
+            TableName=self.info["table"], KeyConditionExpression="PK = :pk AND begins_with(SK, :p)",
+            ExpressionAttributeValues={":pk": {"S": f"LEAD#{lead_id}"}, ":p": {"S": "SEND#"}})["Items"]
+        return {it["SK"]["S"].split("#", 2)[2] + "@" + it["SK"]["S"].split("#", 2)[1]: it["status"]["S"] for it in items}
+
+    def wait_delivered(self, lead_id: str, sinks: set[str], timeout: float = 30.0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.deliveries(lead_id)
+            done = {k.split("@")[0] for k, v in got.items() if v in ("sent", "dead")}
+            if sinks <= done or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
+
+    def press(self, value: str, action_id: str, *, user: str = "U0OLA", reason: str | None = None,
+              secret: str = SLACK_SECRET, timestamp: int | None = None) -> tuple[int, dict]:
+        fixture = json.loads((ROOT.parent / "shared/fixtures/slack/block_actions.json").read_text())
+        payload = {**fixture, "user": {**fixture["user"], "id": user, "username": user.lower()},
+                   "response_url": f"{self.slack.url}/actions/T111/{uuid.uuid4().hex[:6]}",
+                   "actions": [{**fixture["actions"][0], "action_id": action_id, "block_id": "leadflow_decision",
+                                "value": value}]}
+        if reason:
+            payload["state"] = {"values": {"leadflow_decision": {"leadflow_reject_reason": {
+                "type": "static_select", "selected_option": {"value": reason, "text": {"type": "plain_text", "text": reason}}}}}}
+        body = "payload=" + urllib.parse.quote(json.dumps(payload))
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+        return self.client.request("POST", "/v1/webhooks/slack", raw=body.encode(), headers={
+            "content-type": "application/x-www-form-urlencoded", "x-slack-signature": sig,
+            "x-slack-request-timestamp": ts})
+
+
+def button_value(alert: dict, action_id: str) -> str:
+    for block in alert["blocks"]:
+        for element in block.get("elements", []):
+            if element.get("action_id") == action_id:
+                return element["value"]
+    raise AssertionError(f"no {action_id} button in {alert}")
+
+
+@pytest.fixture(scope="module")
+def handoff(tmp_path_factory):
+    receivers = [SlackReceiver(), HubSpotReceiver(HUBSPOT_TOKEN), SalesforceReceiver(SF_ID, SF_SECRET),
+                 WebhookReceiver(CRM_SECRET)]
+    for r in receivers:
+        r.start()
+    slack, hubspot, salesforce, webhook = receivers
+    data = tmp_path_factory.mktemp("handoff")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "functions"), "LEADFLOW_API_KEY": API_KEY,
+           "LEADFLOW_RULES": str(rules_file(data)),
+           "LEADFLOW_SLACK_WEBHOOK_URL": f"{slack.url}/services/T000/B000/alerts",
+           "LEADFLOW_SLACK_ESCALATION_WEBHOOK_URL": f"{slack.url}/services/T000/B000/escalations",
+           "LEADFLOW_WEBHOOK_SECRET_SLACK": SLACK_SECRET,
+           "LEADFLOW_CRM_WEBHOOK_URL": f"{webhook.url}/crm", "LEADFLOW_CRM_WEBHOOK_SECRET": CRM_SECRET,
+           "LEADFLOW_HUBSPOT_TOKEN": HUBSPOT_TOKEN, "LEADFLOW_HUBSPOT_BASE_URL": hubspot.url,
+           "LEADFLOW_SALESFORCE_INSTANCE_URL": salesforce.url, "LEADFLOW_SALESFORCE_CLIENT_ID": SF_ID,
+           "LEADFLOW_SALESFORCE_CLIENT_SECRET": SF_SECRET,
+           "LEADFLOW_SES_FROM": "alerts@leadflow.example", "LEADFLOW_EVENT_BUS": "leadflow-e2e",
+           "LEADFLOW_SINK_TIMEOUT": "1", "LEADFLOW_RETRY_BASE_SECONDS": "0.2", "LEADFLOW_RETRY_MAX_ATTEMPTS": "4"}
+    log = open(data / "serve.log", "w")  # a file, not a pipe: an unread pipe fills up and blocks the server
+    proc = subprocess.Popen([sys.executable, "-m", "leadflow.cli", "serve", "--port", str(port), "--data-dir", str(data),
+                             "--quiet", "--sla-every", "1"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError((data / "serve.log").read_text())
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("leadflow serve did not become healthy")
+        time.sleep(0.2)
+    h = Handoff(Client(base), data, slack, hubspot, salesforce, webhook)
+    # EventBridge: a rule on the bus forwarding to a queue the test reads.
+    sqs, events = h.boto("sqs"), h.boto("events")
+    url = sqs.create_queue(QueueName="e2e-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="all-stage-changes", EventBusName="leadflow-e2e",
+                    EventPattern=json.dumps({"source": ["leadflow"], "detail-type": ["LeadStageChanged"]}))
+    events.put_targets(Rule="all-stage-changes", EventBusName="leadflow-e2e", Targets=[{"Id": "q", "Arn": arn}])
+    h.events_queue = url
+    yield h
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+    for r in receivers:
+        r.stop()
+
+
+def settle(receiver, quiet_for: float = 1.0, timeout: float = 20.0) -> None:
+    """Wait until a receiver has had no request for `quiet_for` seconds (earlier tests'
+    moves still being delivered would take a scripted failure meant for this test)."""
+    deadline = time.monotonic() + timeout
+    count, since = len(receiver.requests), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = len(receiver.requests)
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_for:
+            return
+
+
+def test_qualified_buyer_produces_one_alert_and_one_push_per_sink_per_move(handoff):
+    email, body = handoff.new_sql()
+    lead_id = body["lead_id"]
+
+    got = handoff.wait_delivered(lead_id, {"slack", "email", "webhook", "hubspot", "salesforce", "eventbridge"})
+    handoff.slack.wait_for(lambda r: email in r.text and "New SQL" in r.text, timeout=15)
+    status, lead = handoff.client.get(f"/v1/leads/{lead_id}")
+
+    assert set(got.values()) == {"sent"}, got
+    moves = [m for m in lead["history"]]
+    assert len(handoff.alerts_for(email)) == len([m for m in moves if m["to_stage"] in ("mql", "sql")]) == 1
+    pushes = [d for d in handoff.webhook.deliveries if d.payload["lead_id"] == lead_id]
+    assert sorted(d.id for d in pushes) == sorted(m["transition_id"] for m in moves)
+    assert pushes[0].payload["to_stage"] == "sql" and pushes[0].payload["email"] == email
+    assert lead["owner"] in ("ola", "siri") and moves[-1]["owner"] == lead["owner"]
+    assert "round-robin" in moves[-1]["routing"]["reason"]
+    contact = handoff.hubspot.contacts[email]
+    assert contact["lifecyclestage"] == "salesqualifiedlead"
+    assert contact["hubspot_owner_id"] == {"ola": "111", "siri": "222"}[lead["owner"]]
+    assert handoff.salesforce.leads[lead_id]["Status"] == "Working - Contacted"
+    alert = handoff.alerts_for(email)[0]
+    assert "Acme" in json.dumps(alert) and "VP Marketing" in json.dumps(alert)
+    assert button_value(alert, "leadflow_accept").startswith(lead_id)
+    assert handoff.slack.violations == [] and handoff.hubspot.violations == [] and handoff.salesforce.violations == []
+
+
+def test_eventbridge_receives_lead_stage_changed_for_the_move(handoff):
+    email, body = handoff.new_sql()
+    handoff.wait_delivered(body["lead_id"], {"eventbridge"})
+    sqs = handoff.boto("sqs")
+
+    seen = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(e["detail"]["lead_id"] == body["lead_id"] for e in seen):
+        for m in sqs.receive_message(QueueUrl=handoff.events_queue, MaxNumberOfMessages=10).get("Messages", []):
+            seen.append(json.loads(m["Body"]))
+
+    event = next(e for e in seen if e["detail"]["lead_id"] == body["lead_id"])
+    assert event["source"] == "leadflow" and event["detail-type"] == "LeadStageChanged"
+    assert event["detail"]["to_stage"] == "sql"
+
+
+def test_receiver_outages_delay_alerts_but_never_duplicate_them(handoff):
+    for receiver in (handoff.slack, handoff.webhook, handoff.hubspot, handoff.salesforce):
+        settle(receiver)
+    handoff.slack.fail_next(2, status=500)
+    handoff.webhook.fail_next(1, status=429, retry_after=1)
+    handoff.hubspot.timeout_next(1, seconds=1.5, then_process=True)  # applied, but the answer is lost
+    handoff.salesforce.drop_next(1)
+
+    email, body = handoff.new_sql()
+    lead_id = body["lead_id"]
+    got = handoff.wait_delivered(lead_id, {"slack", "webhook", "hubspot", "salesforce"}, timeout=45)
+
+    assert {k.split("@")[0]: v for k, v in got.items()}["slack"] == "sent", got
+    assert set(got.values()) == {"sent"}, got
+    assert len(handoff.alerts_for(email)) == 1
+    assert len([d for d in handoff.webhook.deliveries if d.payload["lead_id"] == lead_id]) == 1
+    assert handoff.hubspot.contacts[email]["lifecyclestage"] == "salesqualifiedlead"
+    assert handoff.salesforce.leads[lead_id]["Email"] == email
+
+
+def test_accept_button_moves_lead_records_first_touch_and_updates_message(handoff):
+    email, body = handoff.new_sql()
+    handoff.slack.wait_for(lambda r: email in r.text and "New SQL" in r.text, timeout=15)
+    alert = handoff.alerts_for(email)[0]
+
+    status, answer = handoff.press(button_value(alert, "leadflow_accept"), "leadflow_accept", user="U0SIRI")
+    update = handoff.slack.wait_for(lambda r: "/actions/" in r.path and email in r.text, timeout=10)[0].json()
+    _, lead = handoff.client.get(f"/v1/leads/{body['lead_id']}")
+
+    assert status == 200 and answer["ok"] is True
+    assert lead["history"][-1]["cause"]["action"] == "accept"
+    assert lead["first_touch_at"] and lead["first_touch_seconds"] >= 0
+    assert update["replace_original"] is True and "Accepted" in update["text"]
+    assert not any(b["type"] == "actions" for b in update["blocks"])
+
+
+def test_reject_button_needs_a_reason_then_moves_lead_back_to_nurture(handoff):
+    email, body = handoff.new_sql()
+    handoff.slack.wait_for(lambda r: email in r.text and "New SQL" in r.text, timeout=15)
+    value = button_value(handoff.alerts_for(email)[0], "leadflow_reject")
+
+    status, answer = handoff.press(value, "leadflow_reject")
+    _, unchanged = handoff.client.get(f"/v1/leads/{body['lead_id']}")
+    status2, answer2 = handoff.press(value, "leadflow_reject", reason="no_budget")
+    _, lead = handoff.client.get(f"/v1/leads/{body['lead_id']}")
+
+    assert answer == {"ok": False, "error": "reason_required"} and unchanged["stage"] == "sql"
+    assert answer2["ok"] is True and lead["stage"] == "lead"
+    assert lead["history"][-1]["cause"]["reason"] == "no_budget"
+    handoff.slack.wait_for(lambda r: "/actions/" in r.path and email in r.text and "Rejected" in r.text, timeout=10)
+
+
+@pytest.mark.parametrize("forgery", ["wrong_secret", "stale", "unsigned"])
+def test_forged_slack_interaction_is_401_and_changes_nothing(handoff, forgery):
+    email, body = handoff.new_sql()
+    value = f"{body['lead_id']}|tr_forged"
+    if forgery == "unsigned":
+        status, err = handoff.client.request("POST", "/v1/webhooks/slack", raw=b"payload=%7B%7D",
+                                             headers={"content-type": "application/x-www-form-urlencoded"})
+    else:
+        status, err = handoff.press(value, "leadflow_accept", **(
+            {"secret": "not-the-secret"} if forgery == "wrong_secret" else {"timestamp": int(time.time()) - 600}))
+    _, lead = handoff.client.get(f"/v1/leads/{body['lead_id']}")
+
+    assert status == 401 and err["error"] == "unauthorized"
+    assert lead["stage"] == "sql" and not any(m["cause"].get("action") for m in lead["history"])
+
+
+def test_permanent_refusal_dead_letters_then_dlq_replay_delivers_once(handoff):
+    settle(handoff.hubspot)
+    handoff.hubspot.fail_next(1, status=400, body='{"status":"error","message":"Property values were not valid"}')
+    email, body = handoff.new_sql()
+    lead_id = body["lead_id"]
+    got = handoff.wait_delivered(lead_id, {"hubspot"})
+    assert [v for k, v in got.items() if k.startswith("hubspot@")] == ["dead"]
+
+    cli = [sys.executable, "-m", "leadflow.cli", "dlq"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "functions")}
+    listed = subprocess.run([*cli, "list", "--data-dir", str(handoff.data), "--json"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    mine = [r for r in rows if r["lead_id"] == lead_id]
+    assert listed.returncode == 0 and len(mine) == 1, listed.stderr
+    assert mine[0]["sink"] == "hubspot" and "400" in mine[0]["reason"] and email not in listed.stdout
+
+    replayed = subprocess.run([*cli, "replay", mine[0]["message_id"], "--data-dir", str(handoff.data)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert replayed.returncode == 0, replayed.stderr
+    deadline = time.monotonic() + 20
+    while email not in handoff.hubspot.contacts and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    assert handoff.hubspot.contacts[email]["lifecyclestage"] == "salesqualifiedlead"
+    assert [v for k, v in handoff.deliveries(lead_id).items() if k.startswith("hubspot@")] == ["sent"]
+    again = subprocess.run([*cli, "list", "--data-dir", str(handoff.data), "--json"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert lead_id not in again.stdout
+
+
+def test_sla_watchdog_escalates_an_ignored_sql_once_per_level(handoff):
+    email, body = handoff.new_sql()
+    lead_id = body["lead_id"]
+
+    def escalations():
+        return [r for r in handoff.slack.accepted if "SLA" in r.text and lead_id in r.text]
+
+    handoff.slack.wait_for(lambda r: "SLA" in r.text and lead_id in r.text, timeout=30, count=2)
+    time.sleep(3)  # several more sweeps run (every second)
+    found = escalations()
+
+    assert len(found) == 2
+    owner_level, manager_level = sorted(found, key=lambda r: r.received_at)
+    assert owner_level.path.endswith("/alerts") and "U0" in owner_level.text
+    assert manager_level.path.endswith("/escalations") and "U0MANAGER" in manager_level.text

@@ -1,0 +1,215 @@
+"""The handoff dispatcher with in-memory ledger, outbox and sinks: once per (move, sink)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from leadflow.domain.engine import apply_action, apply_event, new_lead
+from leadflow.domain.events import CanonicalEvent, finalise
+from leadflow.handoff import DEAD_TYPE, RETRY_TYPE, DeliveryBusy, Handoff, RetryPolicy
+from leadflow.sinks.base import PermanentError, RetryableError
+from tests.conftest import NOW
+from tests.unit.fakes import MemoryLedger, MemoryOutbox, StepClock
+
+BUYER = {"first_name": "Jane", "last_name": "Doe", "job_title": "VP Marketing", "company": "Acme", "company_size": 200,
+         "industry": "software", "country": "US", "budget": "yes", "authority": "decision_maker",
+         "need": "replace spreadsheets", "timeline": "this_quarter"}
+
+
+class FakeSink:
+    def __init__(self, name: str, kind: str, script=()):
+        self.name, self.kind = name, kind
+        self.script = list(script)  # exceptions to raise, in order, before succeeding
+        self.delivered = []
+
+    def deliver(self, notice):
+        if self.script:
+            raise self.script.pop(0)
+        self.delivered.append(notice)
+        return {"id": f"{self.name}-{len(self.delivered)}"}
+
+
+def sql_lead(rules):
+    event = finalise(CanonicalEvent(type="form_submitted", email="jane@acme.com", event_id="e1",
+                                    properties={"form_kind": "demo_request"}, traits=BUYER), now=NOW, source="test")
+    outcome = apply_event(new_lead("ld_1", email="jane@acme.com", now=NOW), event, rules, NOW)
+    assert outcome.lead.stage == "sql", outcome.lead.history
+    return outcome.lead
+
+
+def make(rules, sinks, policy=RetryPolicy()):
+    ledger, outbox, clock = MemoryLedger(), MemoryOutbox(), StepClock(NOW)
+    return Handoff(sinks, ledger, outbox, rules, clock=clock, policy=policy), ledger, outbox, clock
+
+
+def test_fan_out_sql_move_reaches_alert_and_crm_sinks_once_each(rules):
+    slack, crm = FakeSink("slack", "alert"), FakeSink("webhook", "crm")
+    handoff, *_ = make(rules, [slack, crm])
+    lead = sql_lead(rules)
+
+    results = handoff.fan_out(lead, lead.moved)
+
+    assert sorted(results.values()) == ["sent"] * len(results)
+    assert [n.to_stage for n in slack.delivered] == ["sql"]
+    assert [n.to_stage for n in crm.delivered] == ["sql"]
+    assert slack.delivered[0].traits["company"] == "Acme"
+
+
+def test_fan_out_redelivered_record_sends_nothing_twice(rules):
+    slack, crm = FakeSink("slack", "alert"), FakeSink("webhook", "crm")
+    handoff, *_ = make(rules, [slack, crm])
+    lead = sql_lead(rules)
+
+    handoff.fan_out(lead, lead.moved)
+    again = handoff.fan_out(lead, lead.moved)
+
+    assert set(again.values()) == {"already_sent"}
+    assert len(slack.delivered) == len(crm.delivered) == 1
+
+
+def test_fan_out_backward_move_goes_to_crm_but_alerts_nobody(rules):
+    slack, crm = FakeSink("slack", "alert"), FakeSink("webhook", "crm")
+    handoff, *_ = make(rules, [slack, crm])
+    rejected = apply_action(sql_lead(rules), "reject", reason="no_budget", by="rep", rules=rules, now=NOW).lead
+
+    handoff.fan_out(rejected, rejected.moved)
+
+    assert slack.delivered == []
+    assert [(n.from_stage, n.to_stage) for n in crm.delivered] == [("sql", "lead")]
+
+
+def test_fan_out_disqualified_lead_is_never_announced(rules):
+    slack, crm = FakeSink("slack", "alert"), FakeSink("webhook", "crm")
+    handoff, *_ = make(rules, [slack, crm])
+    lead = sql_lead(rules)
+    lead = lead.model_copy(update={"disqualified": True, "disqualified_reason": "student"})
+
+    handoff.fan_out(lead, lead.moved)
+
+    assert slack.delivered == []
+    assert len(crm.delivered) == 1
+
+
+def test_attempt_retryable_failure_schedules_retry_with_retry_after_and_spares_other_sinks(rules):
+    slack = FakeSink("slack", "alert")
+    crm = FakeSink("webhook", "crm", [RetryableError("HTTP 429", status=429, retry_after=30)])
+    handoff, ledger, outbox, _ = make(rules, [slack, crm])
+    lead = sql_lead(rules)
+
+    results = handoff.fan_out(lead, lead.moved)
+
+    assert sorted(results.values()) == ["retry", "sent"]
+    (message, delay), = outbox.retries
+    assert message["type"] == RETRY_TYPE and message["sink"] == "webhook" and message["attempt"] == 2
+    assert delay >= 30
+    assert handoff.on_retry(message) == "sent"
+    assert len(slack.delivered) == 1 and len(crm.delivered) == 1
+
+
+def test_attempt_permanent_failure_dead_letters_whole_move_with_reason_at_once(rules):
+    crm = FakeSink("hubspot", "crm", [PermanentError("HTTP 401: invalid token", status=401)])
+    handoff, ledger, outbox, _ = make(rules, [crm])
+    lead = sql_lead(rules)
+
+    assert set(handoff.fan_out(lead, lead.moved).values()) == {"dead"}
+
+    assert outbox.retries == []
+    (letter,) = outbox.dead
+    assert letter["type"] == DEAD_TYPE and letter["reason"] == "HTTP 401: invalid token"
+    assert letter["notice"]["email"] == "jane@acme.com" and letter["notice"]["to_stage"] == "sql"
+    assert handoff.fan_out(lead, lead.moved) == {f"{lead.moved[0]}/hubspot": "already_dead"}
+
+
+def test_attempt_still_failing_after_max_attempts_dead_letters(rules):
+    failures = [RetryableError("HTTP 503", status=503) for _ in range(3)]
+    crm = FakeSink("webhook", "crm", failures)
+    handoff, ledger, outbox, _ = make(rules, [crm], RetryPolicy(max_attempts=3))
+    lead = sql_lead(rules)
+
+    handoff.fan_out(lead, lead.moved)
+    while outbox.retries:
+        message, _ = outbox.retries.pop(0)
+        handoff.on_retry(message)
+
+    assert crm.delivered == []
+    assert [d["why"] for d in outbox.dead] == ["retries_exhausted"]
+    assert outbox.dead[0]["attempts"] == 3
+
+
+def test_attempt_while_another_invocation_sends_is_busy_then_claimable_after_lease(rules):
+    crm = FakeSink("webhook", "crm")
+    handoff, ledger, outbox, clock = make(rules, [crm], RetryPolicy(lease_seconds=60))
+    lead = sql_lead(rules)
+    ledger.claim(lead.lead_id, lead.moved[0], "webhook", now=NOW, lease_seconds=60)  # a crashed sender
+
+    with pytest.raises(DeliveryBusy):
+        handoff.fan_out(lead, lead.moved)
+    clock.advance(seconds=61)
+
+    assert set(handoff.fan_out(lead, lead.moved).values()) == {"sent"}
+    assert len(crm.delivered) == 1
+
+
+def test_attempt_sink_crash_is_retried_not_lost(rules):
+    crm = FakeSink("webhook", "crm", [KeyError("bug")])
+    handoff, ledger, outbox, _ = make(rules, [crm])
+    lead = sql_lead(rules)
+
+    assert set(handoff.fan_out(lead, lead.moved).values()) == {"retry"}
+    assert "internal error: KeyError" in outbox.retries[0][0]["last_error"]
+
+
+def test_on_retry_for_sink_no_longer_configured_dead_letters_it(rules):
+    handoff, ledger, outbox, _ = make(rules, [FakeSink("slack", "alert")])
+    lead = sql_lead(rules)
+    notice = handoff.notices(lead, lead.moved)[0]
+
+    assert handoff.on_retry({"type": RETRY_TYPE, "sink": "salesforce", "attempt": 2,
+                             "notice": notice.model_dump(mode="json")}) == "dead"
+    assert outbox.dead[0]["why"] == "sink_not_configured"
+
+
+@pytest.mark.parametrize("attempt", range(1, 12))
+def test_retry_delay_grows_with_jitter_within_sqs_limit(attempt):
+    policy = RetryPolicy()
+    low = policy.delay(attempt, rand=lambda a, b: a)
+    high = policy.delay(attempt, rand=lambda a, b: b)
+
+    assert 1 <= low <= high <= 900
+    assert high >= min(900, policy.base_seconds * policy.factor ** (attempt - 1)) - 1
+
+
+def test_sla_sweep_escalates_each_level_once_and_stops_after_accept(rules):
+    from tests.unit.fakes import MemoryStore
+
+    store = MemoryStore()
+    lead = sql_lead(rules)
+    store.put(lead, None)
+    calls = []
+    ledger, outbox, clock = MemoryLedger(), MemoryOutbox(), StepClock(NOW)
+    handoff = Handoff([], ledger, outbox, rules, store=store, clock=clock,
+                      escalate=lambda notify, notice, level, mention, waited: calls.append((notify, level)))
+
+    clock.advance(days=7)  # well past every escalation, whatever the business hours
+    first = handoff.sla_sweep()
+    second = handoff.sla_sweep()
+
+    assert first["escalated"] == len(rules.sla.escalations) and second["escalated"] == 0
+    assert calls == [(e.notify, i + 1) for i, e in enumerate(rules.sla.escalations)]
+
+
+def test_sla_sweep_ignores_accepted_sql(rules):
+    from tests.unit.fakes import MemoryStore
+
+    store = MemoryStore()
+    accepted = apply_action(sql_lead(rules), "accept", reason=None, by="rep", rules=rules, now=NOW + timedelta(minutes=5)).lead
+    store.put(accepted, None)
+    calls = []
+    handoff = Handoff([], MemoryLedger(), MemoryOutbox(), rules, store=store, clock=StepClock(NOW + timedelta(days=7)),
+                      escalate=lambda *args: calls.append(args))
+
+    assert handoff.sla_sweep()["escalated"] == 0
+    assert calls == []
+    assert accepted.first_touch_seconds == 300
