@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import API_KEY, ROOT, Client, free_port
-from tests.receivers import HubSpotReceiver, SalesforceReceiver, SlackReceiver, WebhookReceiver
+from leadflow.local.receivers import HubSpotReceiver, SalesforceReceiver, SlackReceiver, WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 

@@ -27,7 +27,7 @@ from leadflow.sinks.slack import SlackSink, post
 from leadflow.sinks.slack_blocks import decided_message
 from leadflow.sinks.webhook import WebhookSink, payload
 from tests.conftest import NOW
-from tests.receivers import HubSpotReceiver, Receiver, Reply, SalesforceReceiver, SlackReceiver, WebhookReceiver
+from leadflow.local.receivers import HubSpotReceiver, Receiver, Reply, SalesforceReceiver, SlackReceiver, WebhookReceiver
 
 FAST = 0.3  # client timeout for the timeout tests: the receivers hold requests for longer
 HOLD = 1.0

@@ -22,7 +22,7 @@ from leadflow.sinks.slack_blocks import (
     parse_action_value,
 )
 from tests.conftest import NOW
-from tests.receivers import SlackReceiver
+from leadflow.local.receivers import SlackReceiver
 
 REJECT_REASONS = ["no_budget", "bad_timing", "not_decision_maker"]
 OWNER = Owner(id="rep-1", name="Sam Seller", email="sam@vendor.example", slack_user="U012AB3CD")

@@ -1,5 +1,6 @@
 """Real HTTP receivers on 127.0.0.1 that stand in for Slack, HubSpot, Salesforce and a
-generic webhook endpoint in integration and end-to-end tests.
+generic webhook endpoint: for the tests, the demo and the benchmark, and for anyone
+trying the handoff on `leadflow serve` without a Slack workspace or a CRM.
 
 Each receiver is a `ThreadingHTTPServer` on a free port, served from a daemon thread:
 
