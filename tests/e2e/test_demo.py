@@ -63,7 +63,8 @@ def test_each_persona_ends_where_the_rules_say(demo, persona):
 def test_checks_passed_and_output_stays_readable(demo):
     checks = demo.stdout.split("\nChecks\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert len(checks) >= 6 and all(line.lstrip().startswith("ok") for line in checks), checks
-    for text in ("duplicate=True", "honeypot form post", "anonymous history joined", "sales accept", "sales reject"):
+    for text in ("duplicate=True", "honeypot form post", "anonymous history joined", "sales reject",
+                 "Accept pressed in Slack", "one each", "signed pushes", "SLA watchdog"):
         assert text in demo.stdout
     assert len(demo.stdout.splitlines()) <= 100
     assert '{"_aws"' not in demo.stdout  # metric documents stay out of the report

@@ -3,8 +3,6 @@ webhook receivers on 127.0.0.1 that fail on command; EventBridge and SES on the 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -22,6 +20,8 @@ import yaml
 
 from tests.e2e.conftest import API_KEY, ROOT, Client, free_port
 from leadflow.local.receivers import HubSpotReceiver, SalesforceReceiver, SlackReceiver, WebhookReceiver
+from leadflow.local.receivers import button_value as slack_button_value
+from leadflow.local.receivers import slack_button_press
 
 pytestmark = pytest.mark.e2e
 
@@ -99,28 +99,16 @@ class Handoff:
 
     def press(self, value: str, action_id: str, *, user: str = "U0OLA", reason: str | None = None,
               secret: str = SLACK_SECRET, timestamp: int | None = None) -> tuple[int, dict]:
-        fixture = json.loads((ROOT.parent / "shared/fixtures/slack/block_actions.json").read_text())
-        payload = {**fixture, "user": {**fixture["user"], "id": user, "username": user.lower()},
-                   "response_url": f"{self.slack.url}/actions/T111/{uuid.uuid4().hex[:6]}",
-                   "actions": [{**fixture["actions"][0], "action_id": action_id, "block_id": "leadflow_decision",
-                                "value": value}]}
-        if reason:
-            payload["state"] = {"values": {"leadflow_decision": {"leadflow_reject_reason": {
-                "type": "static_select", "selected_option": {"value": reason, "text": {"type": "plain_text", "text": reason}}}}}}
-        body = "payload=" + urllib.parse.quote(json.dumps(payload))
-        ts = str(timestamp if timestamp is not None else int(time.time()))
-        sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-        return self.client.request("POST", "/v1/webhooks/slack", raw=body.encode(), headers={
-            "content-type": "application/x-www-form-urlencoded", "x-slack-signature": sig,
-            "x-slack-request-timestamp": ts})
+        body, headers = slack_button_press(value, action_id, secret=secret, user_id=user, user_name=user.lower(),
+                                           response_url=f"{self.slack.url}/actions/T111/{uuid.uuid4().hex[:6]}",
+                                           reason=reason, timestamp=timestamp)
+        return self.client.request("POST", "/v1/webhooks/slack", raw=body, headers=headers)
 
 
 def button_value(alert: dict, action_id: str) -> str:
-    for block in alert["blocks"]:
-        for element in block.get("elements", []):
-            if element.get("action_id") == action_id:
-                return element["value"]
-    raise AssertionError(f"no {action_id} button in {alert}")
+    value = slack_button_value(alert, action_id)
+    assert value, f"no {action_id} button in {alert}"
+    return value
 
 
 @pytest.fixture(scope="module")

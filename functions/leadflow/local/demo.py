@@ -14,8 +14,9 @@ A persona or check that does not end as expected is marked ``UNEXPECTED`` and
 the demo exits 1, so it doubles as a live check of the rules and the engine.
 
 The expectations are those of the shipped default rules, so ``LEADFLOW_RULES``
-is ignored here; the API key and the outbound sinks (Slack, CRM webhook) are
-switched off too, so a demo never pings a real channel.
+is ignored here (the demo adds two sales reps and a seconds-long SLA to them, which
+change no score). Every sink is on and pointed at local receivers (see
+``demo_handoff``), so the demo shows the handoff and never pings a real channel.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 SEED = 7
@@ -108,6 +110,10 @@ class Api:
             else:
                 data = json.dumps(body).encode()
                 headers["Content-Type"] = "application/json"
+        return self.request_raw(method, path, data, headers)
+
+    def request_raw(self, method: str, path: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, Any]:
+        headers = {"Accept": "application/json", **headers}
         req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         self.calls += 1
         try:
@@ -507,8 +513,8 @@ def run_checks(api: Api, script: Script, keep: dict[str, Step], ids: dict[str, s
     report.check(joined, f"anonymous history joined {p.email}: anonymous_ids={lead.get('anonymous_ids')}, "
                          f"pricing/product signals {'counted' if joined else 'missing'}")
 
-    # Sales feedback: accept one SQL, reject another with a reason.
-    for key, action, reason in (("buyer_demo", "accept", None), ("rejected", "reject", "no_budget_this_year")):
+    # Sales feedback over the API: reject an SQL with a reason (the accept is a Slack button, below).
+    for key, action, reason in (("rejected", "reject", "no_budget_this_year"),):
         p = by_key[key]
         body = {"action": action, "by": "sam.seller@leadflow.example", **({"reason": reason} if reason else {})}
         status, answer = api.request("POST", f"/v1/leads/{ids[p.email]}/feedback", body)
@@ -543,7 +549,9 @@ def main() -> int:
 def run() -> int:
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for name in DEMO_UNSET:
+    from leadflow.local import demo_handoff
+
+    for name in DEMO_UNSET + demo_handoff.SINK_VARIABLES:
         os.environ.pop(name, None)
     from leadflow.local.stack import LocalStack
 
@@ -555,8 +563,9 @@ def run() -> int:
     write_crowd(script, rng)
 
     report = Report()
-    with tempfile.TemporaryDirectory(prefix="leadflow-demo-") as data_dir:
-        stack = LocalStack(port=0, data_dir=data_dir, persist=False, access_log=False)
+    with tempfile.TemporaryDirectory(prefix="leadflow-demo-") as data_dir, demo_handoff.Receivers() as receivers:
+        os.environ.update(receivers.environment(demo_handoff.demo_rules(Path(data_dir))))
+        stack = LocalStack(port=0, data_dir=data_dir, persist=False, access_log=False, sla_every=1.0)
         try:
             stack.start()
         except Exception as exc:  # noqa: BLE001 - tell the user why, in one line
@@ -573,6 +582,10 @@ def run() -> int:
                 f"(events sent now, each with its own occurred_at)")
             ids = play_week(api, script)
             run_checks(api, script, keep, ids, report)
+            say("Checking the handoff (Slack, CRM webhook, HubSpot, Salesforce, SLA watchdog)…")
+            by_key = {p.key: p for p in script.personas}
+            handoff_lines = demo_handoff.check_handoff(api, stack, receivers, ids, report.check,
+                                                       by_key["buyer_demo"].email)
             rows = [(p.email, p) for p in script.personas] + [(email, None) for email in script.crowd]
             leads = {email: api.ok("GET", f"/v1/leads/{ids[email]}") for email, _ in rows}
             funnel = api.ok("GET", "/v1/funnel")
@@ -582,12 +595,12 @@ def run() -> int:
         finally:
             stack.stop()
 
-    print_report(rows, leads, funnel, report, started)
+    print_report(rows, leads, funnel, report, started, handoff_lines)
     return 1 if report.failures else 0
 
 
 def print_report(rows: list[tuple[str, Persona | None]], leads: dict[str, dict], funnel: dict, report: Report,
-                 started: float) -> None:
+                 started: float, handoff_lines: list[str]) -> None:
     persona_lines = []
     crowd_rows = [(e, p) for e, p in rows if p is None]
     crowd_rows.sort(key=lambda r: (-STAGES.index(leads[r[0]]["stage"]), -leads[r[0]]["score"]))
@@ -616,6 +629,8 @@ def print_report(rows: list[tuple[str, Persona | None]], leads: dict[str, dict],
     say("\n".join(persona_lines))
     say("\nChecks")
     say("\n".join(report.lines))
+    say("\nHandoff")
+    say("\n".join(handoff_lines))
 
     stages = funnel.get("stages") or {}
     conversion = funnel.get("conversion") or {}

@@ -750,3 +750,50 @@ class WebhookReceiver(Receiver):
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
+
+
+# ---------------------------------------------------------------- Slack interactivity
+
+
+def slack_button_press(value: str, action_id: str, *, secret: str, response_url: str, user_id: str = "U0SALES",
+                       user_name: str = "sales.rep", reason: str | None = None,
+                       timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """What Slack sends when someone presses a button on one of our messages: a
+    `block_actions` payload (the shape of Slack's own bolt-python test fixture), form-
+    encoded as `payload=<json>`, signed with the v0 scheme. Returns (body, headers)."""
+    import hashlib
+    import hmac
+
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": "T111"},
+        "api_app_id": "A111",
+        "token": "verification_token",
+        "container": {"type": "message", "message_ts": "111.222", "channel_id": "C111", "is_ephemeral": False},
+        "trigger_id": "111.222.valid",
+        "team": {"id": "T111", "domain": "workspace-domain"},
+        "channel": {"id": "C111", "name": "sales-alerts"},
+        "response_url": response_url,
+        "actions": [{"action_id": action_id, "block_id": "leadflow_decision", "value": value, "type": "button",
+                     "text": {"type": "plain_text", "text": action_id, "emoji": True},
+                     "action_ts": f"{time.time():.6f}"}],
+    }
+    if reason is not None:
+        payload["state"] = {"values": {"leadflow_decision": {"leadflow_reject_reason": {
+            "type": "static_select",
+            "selected_option": {"value": reason, "text": {"type": "plain_text", "text": reason}}}}}}
+    body = "payload=" + urllib.parse.quote(json.dumps(payload))
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    headers = {"content-type": "application/x-www-form-urlencoded", "x-slack-signature": signature,
+               "x-slack-request-timestamp": ts}
+    return body.encode(), headers
+
+
+def button_value(message: dict[str, Any], action_id: str) -> str | None:
+    """The value of the button `action_id` in a Block Kit message, if it has one."""
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or []:
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                return element.get("value")
+    return None
