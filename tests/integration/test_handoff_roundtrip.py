@@ -1,0 +1,112 @@
+"""write → stream → handoff handler under moto, with the batch shapes Lambda delivers
+(the stream filtered by the template's FilterCriteria; the retry queue's SQS records)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from leadflow import container
+from leadflow.local.filters import stream_filter
+from leadflow.local.moto_server import MotoServer
+from leadflow.local.poller import to_lambda_record
+from leadflow.local.queues import create_queues, template_queues
+from leadflow.local.receivers import SlackReceiver, WebhookReceiver
+from leadflow.local.sqs_poller import to_lambda_record as to_sqs_record
+from leadflow.local.tables import create_table, template_table_properties
+from tests.integration.conftest import TABLE, Context
+
+SECRET = "whsec_" + "aW50ZWdyYXRpb24tdGVzdC1zZWNyZXQ="
+BUYER = {"first_name": "Jane", "job_title": "VP Marketing", "company": "Acme", "company_size": 200, "industry": "software",
+         "country": "US", "budget": "yes", "authority": "decision_maker", "need": "x", "timeline": "this_quarter"}
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """A real moto server over HTTP, as the local stack runs it (streams need it); this
+    replaces the in-process moto of the other integration tests."""
+    server = MotoServer()
+    url = server.start()
+    server.reset()
+    for name in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_DYNAMODB_STREAMS", "AWS_ENDPOINT_URL_SQS"):
+        monkeypatch.setenv(name, url)
+    monkeypatch.setenv("LEADFLOW_TABLE", TABLE)
+    monkeypatch.delenv("LEADFLOW_API_KEY", raising=False)
+    monkeypatch.delenv("LEADFLOW_RULES", raising=False)
+    client = boto3.client("dynamodb")
+    create_table(client, template_table_properties(), TABLE)
+    queues = create_queues(boto3.client("sqs"), template_queues())
+    monkeypatch.setenv("LEADFLOW_RETRY_QUEUE_URL", queues["HandoffRetryQueue"].url)
+    monkeypatch.setenv("LEADFLOW_DLQ_URL", queues["HandoffDeadLetterQueue"].url)
+    slack, webhook = SlackReceiver().start(), WebhookReceiver(SECRET).start()
+    monkeypatch.setenv("LEADFLOW_SLACK_WEBHOOK_URL", f"{slack.url}/services/T/B/x")
+    monkeypatch.setenv("LEADFLOW_CRM_WEBHOOK_URL", f"{webhook.url}/crm")
+    monkeypatch.setenv("LEADFLOW_CRM_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("LEADFLOW_RETRY_BASE_SECONDS", "0")
+    container.reset()
+    client.stack = {"dynamodb": client, "slack": slack, "webhook": webhook, "queues": queues}
+    yield client
+    container.reset()
+    slack.stop()
+    webhook.stop()
+    server.stop()
+
+
+def handoff_batch(client) -> dict:
+    """Every stream record so far that the HandoffFunction's FilterCriteria lets through."""
+    arn = client.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
+    ds = boto3.client("dynamodbstreams")
+    shard = ds.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    it = ds.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    wanted = stream_filter("HandoffFunction", "MoveStream")
+    records = [to_lambda_record(r, arn, "us-east-1") for r in ds.get_records(ShardIterator=it, Limit=1000)["Records"]]
+    return {"Records": [r for r in records if wanted(r)]}
+
+
+@pytest.fixture
+def stack(aws):
+    return aws.stack
+
+
+def test_sql_write_reaches_slack_and_crm_once_even_when_the_batch_is_redelivered(stack, call):
+    import handoff_handler
+
+    call("POST", "/v1/events", {"type": "page_viewed", "email": "jane@acme.io", "properties": {"url": "/blog"}})
+    call("POST", "/v1/events", {"type": "form_submitted", "email": "jane@acme.io", "traits": BUYER,
+                                "properties": {"form_kind": "demo_request"}})
+    call("POST", "/v1/events", {"type": "page_viewed", "email": "jane@acme.io", "properties": {"url": "/docs"}})
+    batch = handoff_batch(stack["dynamodb"])
+
+    first = handoff_handler.handler(batch, Context())
+    again = handoff_handler.handler(batch, Context())
+
+    # Only the writes that moved the lead invoke the handoff: new -> subscriber, -> sql.
+    assert len(batch["Records"]) == 2
+    assert first == again == {"batchItemFailures": []}
+    assert [m["text"].split(":")[0] for m in stack["slack"].messages()] == ["New SQL"]
+    assert sorted(d.payload["to_stage"] for d in stack["webhook"].deliveries) == ["sql", "subscriber"]
+    assert len(set(stack["webhook"].ids())) == 2
+
+
+def test_crm_outage_goes_to_the_retry_queue_and_the_retry_handler_delivers_it_once(stack, call):
+    import handoff_handler
+
+    stack["webhook"].fail_next(1, status=503)
+    call("POST", "/v1/events", {"type": "form_submitted", "email": "ann@acme.io", "traits": BUYER,
+                                "properties": {"form_kind": "demo_request"}})
+
+    assert handoff_handler.handler(handoff_batch(stack["dynamodb"]), Context()) == {"batchItemFailures": []}
+    sqs = boto3.client("sqs")
+    queue = stack["queues"]["HandoffRetryQueue"]
+    messages = sqs.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=2,
+                                   MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])["Messages"]
+    event = {"Records": [to_sqs_record(m, queue.arn, "us-east-1") for m in messages]}
+    result = handoff_handler.retry_handler(event, Context())
+    replayed = handoff_handler.retry_handler(event, Context())  # SQS delivers at least once
+
+    assert [json.loads(m["Body"])["sink"] for m in messages] == ["webhook"]
+    assert result == replayed == {"batchItemFailures": []}
+    assert len(stack["slack"].messages()) == 1  # Slack was not sent again by the retry
+    assert len(stack["webhook"].deliveries) == 1 and len(stack["webhook"].failed) == 1
