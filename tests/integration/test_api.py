@@ -154,6 +154,21 @@ def test_funnel_counts_stages_and_filters_by_entry_window(call):
     assert status == 200 and past["total"] == 0
 
 
+def test_funnel_after_an_accept_reports_time_to_first_touch(call):
+    _, sql = call("POST", "/v1/events", {"type": "form_submitted", "email": "t@acme.io",
+                                         "properties": {"form_kind": "demo_request"}, "traits": BANT})
+    _, before = call("GET", "/v1/funnel")
+    status, accepted = call("POST", f"/v1/leads/{sql['lead_id']}/feedback", {"action": "accept", "by": "rep@x.io"})
+    _, after = call("GET", "/v1/funnel")
+    again, err = call("POST", f"/v1/leads/{sql['lead_id']}/feedback", {"action": "accept", "by": "rep@x.io"})
+
+    assert before["time_to_first_touch"] == {"leads": 0, "median_seconds": None, "p90_seconds": None}
+    assert status == 200 and accepted["first_touch_by"] == "rep@x.io" and accepted["first_touch_seconds"] >= 0
+    assert after["time_to_first_touch"]["leads"] == 1
+    assert after["time_to_first_touch"]["median_seconds"] == accepted["first_touch_seconds"]
+    assert again == 409 and "already accepted" in err["message"]
+
+
 def test_funnel_bad_date_is_422(call):
     status, body = call("GET", "/v1/funnel", query="since=yesterday")
     assert status == 422 and body["field"] == "since"

@@ -213,7 +213,7 @@ def _first_touch(lead: Lead, actor: str, now: datetime) -> None:
         return
     lead.first_touch_at = now
     lead.first_touch_by = actor
-    lead.first_touch_seconds = max(0.0, (now - entered.at).total_seconds())
+    lead.first_touch_seconds = round(max(0.0, (now - entered.at).total_seconds()), 3)
 
 
 def rescore(lead: Lead, rules: Rules, now: datetime) -> Outcome:
