@@ -15,7 +15,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from leadflow import container
 from leadflow.adapters.dynamodb import item_to_lead
-from leadflow.handoff import DeliveryBusy
 from leadflow.observability import logger, metrics, tracer
 
 stream_processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
@@ -38,9 +37,6 @@ def reported(item: str | None):
     """A failed record is retried by Lambda; say why in the log (the batch processor does not)."""
     try:
         yield
-    except DeliveryBusy as exc:
-        logger.warning("handoff.busy", extra={"item": item, "deliveries": str(exc)})
-        raise
     except Exception:
         logger.exception("handoff.record_failed", extra={"item": item})
         raise

@@ -11,6 +11,11 @@ Exactly once, in effect, per (move, sink):
   Retry-After), so one slow CRM never holds up the stream or other leads' alerts;
 - a failure that cannot succeed (a 4xx, a missing recipient config), or the last
   retry, dead-letters the whole move with the reason.
+A delivery another invocation is still sending (or crashed while sending) is put
+back on the retry queue until that claim's lease runs out, never dropped. A sink
+that just gave no answer at all (timeout, connection refused or reset) is not called
+again for a few seconds: the moves meant for it go straight to the retry queue, so
+one dead receiver cannot make a batch wait out a timeout per move.
 The one window left is a crash between a receiver accepting and the ledger saying
 so: the claim's lease then runs out and the move is sent again (at least once).
 The generic webhook carries the move's id as `webhook-id` for receivers to dedupe.
@@ -21,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 from leadflow.domain.handoff import Notice, notice_for, wants
@@ -42,10 +47,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class DeliveryBusy(Exception):
-    """Another invocation holds the claim for this delivery right now: try again later."""
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with jitter: attempt n waits between half and all of
@@ -58,6 +59,7 @@ class RetryPolicy:
     factor: float = 4.0
     cap_seconds: float = 900.0
     lease_seconds: float = 120.0
+    breaker_seconds: float = 10.0  # a sink that did not answer at all rests this long
 
     def delay(self, attempt: int, retry_after: float | None = None, rand: Callable[[float, float], float] = random.uniform) -> int:
         backoff = min(self.cap_seconds, self.base_seconds * self.factor ** max(0, attempt - 1))
@@ -90,6 +92,7 @@ class Handoff:
         self.policy = policy
         self.escalate = escalate
         self.alert_stages = frozenset(rules.handoff.alert_stages)
+        self._resting: dict[str, tuple[datetime, str]] = {}  # sink -> (until, why): the breaker
 
     # -- fan-out -----------------------------------------------------------------------
 
@@ -107,20 +110,12 @@ class Handoff:
         return out
 
     def fan_out(self, lead: Lead, transition_ids: Iterable[str]) -> dict[str, str]:
-        """Send each move to each sink that takes it. Returns "<transition>/<sink>": outcome.
-        Raises DeliveryBusy if some delivery is being sent by another invocation."""
+        """Send each move to each sink that takes it. Returns "<transition>/<sink>": outcome."""
         results: dict[str, str] = {}
-        busy = []
         for notice in self.notices(lead, transition_ids):
             for sink in self.sinks.values():
-                if not wants(sink.kind, notice, self.alert_stages):
-                    continue
-                try:
+                if wants(sink.kind, notice, self.alert_stages):
                     results[f"{notice.transition_id}/{sink.name}"] = self.attempt(sink, notice)
-                except DeliveryBusy:
-                    busy.append(f"{notice.transition_id}/{sink.name}")
-        if busy:
-            raise DeliveryBusy(", ".join(busy))
         return results
 
     def on_retry(self, message: dict[str, Any]) -> str:
@@ -135,26 +130,38 @@ class Handoff:
             self.outbox.dead_letter(dead_letter_message(notice, str(name), int(message.get("attempt", 0)),
                                                         f"sink {name!r} is not configured here", "sink_not_configured", now))
             return "dead"
-        return self.attempt(sink, notice)
+        return self.attempt(sink, notice, attempt=int(message.get("attempt") or 1))
 
-    def attempt(self, sink: Sink, notice: Notice) -> str:
+    def attempt(self, sink: Sink, notice: Notice, *, attempt: int = 1) -> str:
         now = self.clock()
+        resting = self._resting.get(sink.name)
+        if resting is not None and resting[0] > now:
+            # The sink just failed: do not wait out another timeout, queue this move for it.
+            self.outbox.retry_later(retry_message(notice, sink.name, attempt, resting[1]),
+                                    self.policy.delay(attempt, (resting[0] - now).total_seconds()))
+            return "deferred"
         claim = self.ledger.claim(notice.lead_id, notice.transition_id, sink.name, now=now,
                                   lease_seconds=self.policy.lease_seconds)
         if claim.state == Claim.DONE:
             metrics_add("DeliveryDuplicate")
             return f"already_{claim.status}"
         if claim.state == Claim.BUSY:
-            raise DeliveryBusy(f"{notice.transition_id}/{sink.name}")
+            # Being sent by another invocation, or its sender crashed: look again after the lease.
+            self.outbox.retry_later(retry_message(notice, sink.name, attempt, "being delivered by another invocation"),
+                                    int(self.policy.lease_seconds) + 1)
+            return "deferred"
         try:
             receipt = sink.deliver(notice)
         except PermanentError as exc:
             return self._dead(sink, notice, claim.attempts, exc.reason, "permanent_error")
         except RetryableError as exc:
+            if exc.status is None:  # no answer at all (timeout, refused, reset): rest the sink
+                self._resting[sink.name] = (self.clock() + timedelta(seconds=self.policy.breaker_seconds), exc.reason)
             return self._later(sink, notice, claim.attempts, exc.reason, exc.retry_after)
         except Exception as exc:  # a bug or an unexpected library error: retry, keep the reason
             logger.exception("handoff.sink_crashed", extra={"sink": sink.name, "transition_id": notice.transition_id})
             return self._later(sink, notice, claim.attempts, f"internal error: {type(exc).__name__}", None)
+        self._resting.pop(sink.name, None)
         self.ledger.settle(notice.lead_id, notice.transition_id, sink.name, status="sent", now=self.clock(),
                            detail={"attempts": claim.attempts, **(receipt or {})})
         metrics_add("AlertDelivered" if sink.kind == "alert" else "CrmDelivered")

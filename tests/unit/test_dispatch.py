@@ -8,7 +8,7 @@ import pytest
 
 from leadflow.domain.engine import apply_action, apply_event, new_lead
 from leadflow.domain.events import CanonicalEvent, finalise
-from leadflow.handoff import DEAD_TYPE, RETRY_TYPE, DeliveryBusy, Handoff, RetryPolicy
+from leadflow.handoff import DEAD_TYPE, RETRY_TYPE, Handoff, RetryPolicy
 from leadflow.sinks.base import PermanentError, RetryableError
 from tests.conftest import NOW
 from tests.unit.fakes import MemoryLedger, MemoryOutbox, StepClock
@@ -95,7 +95,7 @@ def test_fan_out_disqualified_lead_is_never_announced(rules):
 def test_attempt_retryable_failure_schedules_retry_with_retry_after_and_spares_other_sinks(rules):
     slack = FakeSink("slack", "alert")
     crm = FakeSink("webhook", "crm", [RetryableError("HTTP 429", status=429, retry_after=30)])
-    handoff, ledger, outbox, _ = make(rules, [slack, crm])
+    handoff, ledger, outbox, clock = make(rules, [slack, crm])
     lead = sql_lead(rules)
 
     results = handoff.fan_out(lead, lead.moved)
@@ -104,6 +104,7 @@ def test_attempt_retryable_failure_schedules_retry_with_retry_after_and_spares_o
     (message, delay), = outbox.retries
     assert message["type"] == RETRY_TYPE and message["sink"] == "webhook" and message["attempt"] == 2
     assert delay >= 30
+    clock.advance(seconds=delay)  # the queue holds the message that long
     assert handoff.on_retry(message) == "sent"
     assert len(slack.delivered) == 1 and len(crm.delivered) == 1
 
@@ -125,12 +126,13 @@ def test_attempt_permanent_failure_dead_letters_whole_move_with_reason_at_once(r
 def test_attempt_still_failing_after_max_attempts_dead_letters(rules):
     failures = [RetryableError("HTTP 503", status=503) for _ in range(3)]
     crm = FakeSink("webhook", "crm", failures)
-    handoff, ledger, outbox, _ = make(rules, [crm], RetryPolicy(max_attempts=3))
+    handoff, ledger, outbox, clock = make(rules, [crm], RetryPolicy(max_attempts=3))
     lead = sql_lead(rules)
 
     handoff.fan_out(lead, lead.moved)
     while outbox.retries:
-        message, _ = outbox.retries.pop(0)
+        message, delay = outbox.retries.pop(0)
+        clock.advance(seconds=delay)
         handoff.on_retry(message)
 
     assert crm.delivered == []
@@ -138,18 +140,34 @@ def test_attempt_still_failing_after_max_attempts_dead_letters(rules):
     assert outbox.dead[0]["attempts"] == 3
 
 
-def test_attempt_while_another_invocation_sends_is_busy_then_claimable_after_lease(rules):
+def test_attempt_while_another_invocation_sends_is_deferred_past_the_lease_then_delivered(rules):
     crm = FakeSink("webhook", "crm")
     handoff, ledger, outbox, clock = make(rules, [crm], RetryPolicy(lease_seconds=60))
     lead = sql_lead(rules)
     ledger.claim(lead.lead_id, lead.moved[0], "webhook", now=NOW, lease_seconds=60)  # a crashed sender
 
-    with pytest.raises(DeliveryBusy):
-        handoff.fan_out(lead, lead.moved)
+    assert set(handoff.fan_out(lead, lead.moved).values()) == {"deferred"}
+    (message, delay), = outbox.retries
+    assert delay > 60 and crm.delivered == []
     clock.advance(seconds=61)
 
-    assert set(handoff.fan_out(lead, lead.moved).values()) == {"sent"}
+    assert handoff.on_retry(message) == "sent"
     assert len(crm.delivered) == 1
+
+
+def test_attempt_after_a_sink_timed_out_queues_the_next_moves_without_calling_it(rules):
+    crm = FakeSink("webhook", "crm", [RetryableError("webhook: timed out after 5 s")])
+    handoff, ledger, outbox, clock = make(rules, [crm], RetryPolicy(breaker_seconds=10))
+    first, second = sql_lead(rules), sql_lead(rules).model_copy(update={"lead_id": "ld_2"})
+
+    handoff.fan_out(first, first.moved)
+    outcome = handoff.fan_out(second, second.moved)
+    clock.advance(seconds=11)
+    replayed = [handoff.on_retry(m) for m, _ in list(outbox.retries)]
+
+    assert set(outcome.values()) == {"deferred"}
+    assert len(outbox.retries) == 2 and all(d >= 10 for _, d in outbox.retries[1:])
+    assert replayed == ["sent", "sent"] and len(crm.delivered) == 2
 
 
 def test_attempt_sink_crash_is_retried_not_lost(rules):
