@@ -26,6 +26,43 @@ FORMAT_VERSION = 1
 _BATCH = 25
 
 
+def write_snapshot(path: Path, key: str, content: dict[str, Any]) -> None:
+    """`{"version", "saved_at", key: content}` to `path`, atomically (temp file, fsync,
+    rename), so a crash mid-write leaves the previous snapshot intact."""
+    document = {
+        "version": FORMAT_VERSION,
+        "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        key: content,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(document, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_snapshot(path: Path, key: str) -> dict[str, Any] | None:
+    """What `write_snapshot` saved under `key`; None when there is no file.
+    Raises SnapshotError for a file that cannot be used."""
+    if not path.exists():
+        return None
+    try:
+        with path.open(encoding="utf-8") as fh:
+            document = json.load(fh)
+        content = document[key]
+        if document.get("version") != FORMAT_VERSION or not isinstance(content, dict):
+            raise ValueError(f"unsupported snapshot version {document.get('version')!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SnapshotError(f"cannot read {path} ({exc}); move it away or start with --no-persist") from exc
+    return content
+
+
 class SnapshotError(RuntimeError):
     """The snapshot file exists but cannot be read; starting would overwrite it."""
 
@@ -106,40 +143,16 @@ class Snapshot:
         """Write the snapshot; return the number of items saved."""
         with self._lock:
             tables = {name: attributes_to_json(scan_items(self._client, name)) for name in self._tables}
-            document = {
-                "version": FORMAT_VERSION,
-                "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "tables": tables,
-            }
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".dynamodb-", suffix=".json.tmp", dir=self.data_dir)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(document, fh, separators=(",", ":"))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_snapshot(self.path, "tables", tables)
             count = sum(len(items) for items in tables.values())
             logger.debug("saved %d items to %s", count, self.path)
             return count
 
     def load(self) -> int:
         """Put every saved item back; return how many. No file, nothing to do."""
-        if not self.path.exists():
+        tables = read_snapshot(self.path, "tables")
+        if tables is None:
             return 0
-        try:
-            with self.path.open(encoding="utf-8") as fh:
-                document = json.load(fh)
-            tables = document["tables"]
-            if document.get("version") != FORMAT_VERSION or not isinstance(tables, dict):
-                raise ValueError(f"unsupported snapshot version {document.get('version')!r}")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SnapshotError(
-                f"cannot read {self.path} ({exc}); move it away or start with --no-persist"
-            ) from exc
         count = 0
         with self._lock:
             for name, items in tables.items():

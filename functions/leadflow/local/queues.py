@@ -16,18 +16,16 @@ all) to ``<data_dir>/sqs.json`` next to the table snapshot, so a restart of
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leadflow.local.persist import SnapshotError, attributes_to_json
+from leadflow.local.persist import attributes_to_json, read_snapshot, write_snapshot
 from leadflow.local.tables import is_intrinsic
 
 logger = logging.getLogger(__name__)
@@ -35,7 +33,6 @@ logger = logging.getLogger(__name__)
 QUEUE_TYPE = "AWS::SQS::Queue"
 ACCOUNT_ID = "123456789012"
 SNAPSHOT_NAME = "sqs.json"
-FORMAT_VERSION = 1
 
 # Properties that are create_queue attributes under the same name (values sent as strings).
 _ATTRIBUTES = (
@@ -353,38 +350,16 @@ class QueueSnapshot:
                 if messages is None:
                     return 0
                 saved[logical_id] = attributes_to_json(messages)
-            document = {
-                "version": FORMAT_VERSION,
-                "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "queues": saved,
-            }
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".sqs-", suffix=".json.tmp", dir=self.data_dir)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(document, fh, separators=(",", ":"))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_snapshot(self.path, "queues", saved)
             count = sum(len(messages) for messages in saved.values())
             logger.debug("saved %d queued messages to %s", count, self.path)
             return count
 
     def load(self) -> int:
         """Send every saved message back to its queue; return how many. No file, nothing to do."""
-        if not self.path.exists():
+        saved = read_snapshot(self.path, "queues")
+        if saved is None:
             return 0
-        try:
-            with self.path.open(encoding="utf-8") as fh:
-                document = json.load(fh)
-            saved = document["queues"]
-            if document.get("version") != FORMAT_VERSION or not isinstance(saved, dict):
-                raise ValueError(f"unsupported snapshot version {document.get('version')!r}")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SnapshotError(f"cannot read {self.path} ({exc}); move it away or start with --no-persist") from exc
         count = 0
         with self._lock:
             for logical_id, messages in saved.items():
