@@ -59,25 +59,30 @@ def handoff():
 
     cfg = sink_settings()
     the_rules = rules()
-    escalate = None
-    if cfg.slack_webhook_url:
-        from leadflow.sinks import slack
-        from leadflow.sinks.slack_blocks import escalation_message
-
-        def escalate(notify, notice, level, mention, waited_minutes):
-            url = cfg.slack_escalation_webhook_url if notify == "manager" and cfg.slack_escalation_webhook_url else cfg.slack_webhook_url
-            slack.post(url, escalation_message(notice, level=level, mention=mention, overdue_minutes=waited_minutes),
-                       timeout=cfg.timeout_s)
-
+    escalate = _slack_escalation(cfg) if cfg.slack_webhook_url else None
     return Handoff(
         build_sinks(cfg, list(the_rules.handoff.reject_reasons)),
-        DynamoDeliveryLedger(settings().table_name),
+        DynamoDeliveryLedger(settings().table_name, client=service().store.client),
         SqsOutbox(cfg.retry_queue_url, cfg.dead_letter_queue_url),
         the_rules,
         store=service().store,
         policy=RetryPolicy(max_attempts=cfg.max_attempts, base_seconds=cfg.retry_base_s),
         escalate=escalate,
     )
+
+
+def _slack_escalation(cfg):
+    """SLA escalations: to the owner in the alerts channel, to the manager in the
+    escalation channel (the alerts channel when there is none)."""
+    from leadflow.sinks import slack
+    from leadflow.sinks.slack_blocks import escalation_message
+
+    def escalate(notify, notice, level, mention, waited_minutes):
+        url = cfg.slack_escalation_webhook_url if notify == "manager" and cfg.slack_escalation_webhook_url else cfg.slack_webhook_url
+        slack.post(url, escalation_message(notice, level=level, mention=mention, overdue_minutes=waited_minutes),
+                   timeout=cfg.timeout_s)
+
+    return escalate
 
 
 def reset() -> None:

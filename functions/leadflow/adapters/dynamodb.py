@@ -97,7 +97,10 @@ def applied_events(image: dict) -> list[dict]:
 _META = ("PK", "SK", "GSI1PK", "GSI1SK", "kind", "ttl")
 
 
-class DynamoLeadStore:
+class DynamoTable:
+    """What every adapter on the table shares: a lazily created client (injectable in
+    tests) and a count of calls per operation (the bill, which the benchmarks read)."""
+
     def __init__(self, table_name: str, client: Any = None):
         self.table_name = table_name
         self._client = client
@@ -110,6 +113,12 @@ class DynamoLeadStore:
 
             self._client = boto3.client("dynamodb")
         return self._client
+
+    def _count(self, op: str) -> None:
+        self.calls[op] = self.calls.get(op, 0) + 1
+
+
+class DynamoLeadStore(DynamoTable):
 
     @cached_property
     def _ser(self):
@@ -128,9 +137,6 @@ class DynamoLeadStore:
 
     def _plain(self, item: dict) -> dict:
         return {k: self._de.deserialize(v) for k, v in item.items()}
-
-    def _count(self, op: str) -> None:
-        self.calls[op] = self.calls.get(op, 0) + 1
 
     def get(self, lead_id: str) -> Lead | None:
         self._count("GetItem")

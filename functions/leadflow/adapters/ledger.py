@@ -12,30 +12,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
+from leadflow.adapters.dynamodb import DynamoTable
 from leadflow.adapters.keys import lead_pk, send_sk
 from leadflow.domain.ports import Claim
 
 
-class DynamoDeliveryLedger:
-    def __init__(self, table_name: str, client: Any = None):
-        self.table_name = table_name
-        self._client = client
-        self.calls: dict[str, int] = {}
-
-    @cached_property
-    def client(self):
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("dynamodb")
-        return self._client
-
-    def _count(self, op: str) -> None:
-        self.calls[op] = self.calls.get(op, 0) + 1
-
+class DynamoDeliveryLedger(DynamoTable):
     def _key(self, lead_id: str, transition_id: str, sink: str) -> dict:
         return {"PK": {"S": lead_pk(lead_id)}, "SK": {"S": send_sk(transition_id, sink)}}
 
