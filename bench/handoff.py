@@ -36,7 +36,6 @@ with --quick).
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import io
 import json
@@ -62,14 +61,14 @@ from bench.ingest import (
 if str(FUNCTIONS) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS))
 
+from leadflow.local.demo_handoff import team_rules  # noqa: E402
+from leadflow.local.receivers import SinkReceivers  # noqa: E402
+
 KB = 1024
 BATCH_SIZE = 10  # template.yaml: HandoffFunction's MoveStream BatchSize
 TABLE = "bench-handoff"
 EVENT_BUS = "leadflow-bench"
 SES_FROM = "alerts@leadflow.example"
-HUBSPOT_TOKEN = "pat-na1-bench"
-SF_ID, SF_SECRET = "sf-bench-client", "sf-bench-secret"
-CRM_SECRET = "whsec_" + base64.b64encode(b"leadflow-bench-webhook-secret-32").decode()
 SINKS = ("slack", "email", "webhook", "hubspot", "salesforce", "eventbridge")
 
 BUYER = {"first_name": "Jane", "job_title": "VP Marketing", "company_size": 200, "industry": "software",
@@ -88,68 +87,36 @@ def demo_request(tag: str, i: int) -> dict:
 
 
 def rules_file(directory: Path) -> Path:
-    """The shipped rules plus a routing section, so SQLs get an owner with an email
-    (the email sink's recipient), a Slack user and CRM owner ids."""
-    import yaml
-
-    data = yaml.safe_load((FUNCTIONS / "leadflow/rules/default.yaml").read_text(encoding="utf-8"))
-    data["version"] = "bench-handoff-1"
-    data["routing"] = {
-        "default_team": "inbound",
-        "teams": [{"id": "inbound", "manager": {"name": "Kari", "slack_user": "U0MANAGER"},
-                   "reps": [{"id": "ola", "name": "Ola", "email": "ola@seller.example", "slack_user": "U0OLA",
-                             "weight": 1, "hubspot_owner_id": "111", "salesforce_owner_id": "005000000000001"},
-                            {"id": "siri", "name": "Siri", "email": "siri@seller.example", "slack_user": "U0SIRI",
-                             "weight": 1, "hubspot_owner_id": "222", "salesforce_owner_id": "005000000000002"}]}],
-    }
-    path = directory / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
+    """The shipped rules plus two reps, so SQLs get an owner with an email (the email
+    sink's recipient), a Slack user and CRM owner ids."""
+    return team_rules(directory, version="bench-handoff-1")
 
 
-class Receivers:
+class Receivers(SinkReceivers):
+    """The four receivers (started), with per-receiver counts for the report."""
+
     def __init__(self) -> None:
-        from leadflow.local.receivers import HubSpotReceiver, SalesforceReceiver, SlackReceiver, WebhookReceiver
-
-        self.slack = SlackReceiver().start()
-        self.hubspot = HubSpotReceiver(HUBSPOT_TOKEN).start()
-        self.salesforce = SalesforceReceiver(SF_ID, SF_SECRET).start()
-        self.webhook = WebhookReceiver(CRM_SECRET).start()
-        self.all = {"slack": self.slack, "hubspot": self.hubspot, "salesforce": self.salesforce,
-                    "webhook": self.webhook}
+        super().__init__()
+        self.start()
+        self.named = {"slack": self.slack, "hubspot": self.hubspot, "salesforce": self.salesforce,
+                      "webhook": self.webhook}
 
     def reset(self) -> None:
-        for receiver in self.all.values():
+        for receiver in self.all:
             receiver.reset()
 
     def counts(self) -> dict[str, Counter]:
         return {name: Counter(requests=len(r.requests), accepted=len(r.accepted), failed=len(r.failed),
-                              violations=len(r.violations)) for name, r in self.all.items()}
+                              violations=len(r.violations)) for name, r in self.named.items()}
 
     def violations(self) -> list[str]:
-        return [f"{name}: {v.reason}" for name, r in self.all.items() for v in r.violations]
+        return [f"{name}: {v.reason}" for name, r in self.named.items() for v in r.violations]
 
-    def stop(self) -> None:
-        for receiver in self.all.values():
-            receiver.stop()
 
 
 def sink_environment(rx: Receivers, rules: Path, retry_base: float) -> dict[str, str]:
-    return {
-        "LEADFLOW_RULES": str(rules),
-        "LEADFLOW_SLACK_WEBHOOK_URL": f"{rx.slack.url}/services/T000/B000/alerts",
-        "LEADFLOW_SES_FROM": SES_FROM,
-        "LEADFLOW_CRM_WEBHOOK_URL": f"{rx.webhook.url}/crm",
-        "LEADFLOW_CRM_WEBHOOK_SECRET": CRM_SECRET,
-        "LEADFLOW_HUBSPOT_TOKEN": HUBSPOT_TOKEN,
-        "LEADFLOW_HUBSPOT_BASE_URL": rx.hubspot.url,
-        "LEADFLOW_SALESFORCE_INSTANCE_URL": rx.salesforce.url,
-        "LEADFLOW_SALESFORCE_CLIENT_ID": SF_ID,
-        "LEADFLOW_SALESFORCE_CLIENT_SECRET": SF_SECRET,
-        "LEADFLOW_EVENT_BUS": EVENT_BUS,
-        "LEADFLOW_SINK_TIMEOUT": "5",
-        "LEADFLOW_RETRY_BASE_SECONDS": f"{retry_base:g}",
-    }
+    return rx.environment(LEADFLOW_RULES=str(rules), LEADFLOW_SES_FROM=SES_FROM, LEADFLOW_EVENT_BUS=EVENT_BUS,
+                          LEADFLOW_SINK_TIMEOUT="5", LEADFLOW_RETRY_BASE_SECONDS=f"{retry_base:g}")
 
 
 class Environment:

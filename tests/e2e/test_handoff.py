@@ -16,19 +16,16 @@ from pathlib import Path
 
 import boto3
 import pytest
-import yaml
 
 from tests.e2e.conftest import API_KEY, ROOT, Client, free_port
-from leadflow.local.receivers import HubSpotReceiver, SalesforceReceiver, SlackReceiver, WebhookReceiver
+from leadflow.local.demo_handoff import team_rules
+from leadflow.local.receivers import SinkReceivers
 from leadflow.local.receivers import button_value as slack_button_value
 from leadflow.local.receivers import slack_button_press
 
 pytestmark = pytest.mark.e2e
 
-CRM_SECRET = "whsec_" + "C2FsdHktY3JtLXNlY3JldC1mb3ItdGVzdHM="
-SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-HUBSPOT_TOKEN = "pat-na1-e2e"
-SF_ID, SF_SECRET = "sf-client", "sf-secret"
+SLACK_SECRET = SinkReceivers.slack_secret
 SLA_OWNER_HOURS = 0.0015  # ~5 s on a 24x7 calendar
 SLA_MANAGER_HOURS = 0.003  # ~11 s
 
@@ -38,24 +35,7 @@ BUYER = {"first_name": "Jane", "last_name": "Doe", "job_title": "VP Marketing", 
 
 
 def rules_file(directory: Path) -> Path:
-    data = yaml.safe_load((ROOT / "functions/leadflow/rules/default.yaml").read_text())
-    data["version"] = "e2e-1"
-    data["routing"] = {
-        "default_team": "inbound",
-        "teams": [{"id": "inbound", "manager": {"name": "Kari", "slack_user": "U0MANAGER"},
-                   "reps": [{"id": "ola", "name": "Ola", "email": "ola@seller.example", "slack_user": "U0OLA",
-                             "weight": 1, "hubspot_owner_id": "111", "salesforce_owner_id": "005000000000001"},
-                            {"id": "siri", "name": "Siri", "email": "siri@seller.example", "slack_user": "U0SIRI",
-                             "weight": 1, "hubspot_owner_id": "222", "salesforce_owner_id": "005000000000002"}]}],
-    }
-    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    data["sla"] = {"accept_within_business_hours": SLA_OWNER_HOURS,
-                   "escalations": [{"after_business_hours": SLA_OWNER_HOURS, "notify": "owner"},
-                                   {"after_business_hours": SLA_MANAGER_HOURS, "notify": "manager"}],
-                   "business_hours": {"timezone": "UTC", "days": days, "start": "00:00", "end": "23:59"}}
-    path = directory / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return team_rules(directory, version="e2e-1", sla_hours=(SLA_OWNER_HOURS, SLA_MANAGER_HOURS))
 
 
 class Handoff:
@@ -113,24 +93,14 @@ def button_value(alert: dict, action_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def handoff(tmp_path_factory):
-    receivers = [SlackReceiver(), HubSpotReceiver(HUBSPOT_TOKEN), SalesforceReceiver(SF_ID, SF_SECRET),
-                 WebhookReceiver(CRM_SECRET)]
-    for r in receivers:
-        r.start()
-    slack, hubspot, salesforce, webhook = receivers
+    rx = SinkReceivers().start()
+    slack, hubspot, salesforce, webhook = rx.slack, rx.hubspot, rx.salesforce, rx.webhook
     data = tmp_path_factory.mktemp("handoff")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "functions"), "LEADFLOW_API_KEY": API_KEY,
-           "LEADFLOW_RULES": str(rules_file(data)),
-           "LEADFLOW_SLACK_WEBHOOK_URL": f"{slack.url}/services/T000/B000/alerts",
-           "LEADFLOW_SLACK_ESCALATION_WEBHOOK_URL": f"{slack.url}/services/T000/B000/escalations",
-           "LEADFLOW_WEBHOOK_SECRET_SLACK": SLACK_SECRET,
-           "LEADFLOW_CRM_WEBHOOK_URL": f"{webhook.url}/crm", "LEADFLOW_CRM_WEBHOOK_SECRET": CRM_SECRET,
-           "LEADFLOW_HUBSPOT_TOKEN": HUBSPOT_TOKEN, "LEADFLOW_HUBSPOT_BASE_URL": hubspot.url,
-           "LEADFLOW_SALESFORCE_INSTANCE_URL": salesforce.url, "LEADFLOW_SALESFORCE_CLIENT_ID": SF_ID,
-           "LEADFLOW_SALESFORCE_CLIENT_SECRET": SF_SECRET,
-           "LEADFLOW_SES_FROM": "alerts@leadflow.example", "LEADFLOW_EVENT_BUS": "leadflow-e2e",
-           "LEADFLOW_SINK_TIMEOUT": "1", "LEADFLOW_RETRY_BASE_SECONDS": "0.2", "LEADFLOW_RETRY_MAX_ATTEMPTS": "4"}
+           **rx.environment(LEADFLOW_RULES=str(rules_file(data)), LEADFLOW_EVENT_BUS="leadflow-e2e",
+                            LEADFLOW_SINK_TIMEOUT="1", LEADFLOW_RETRY_BASE_SECONDS="0.2",
+                            LEADFLOW_RETRY_MAX_ATTEMPTS="4")}
     log = open(data / "serve.log", "w")  # a file, not a pipe: an unread pipe fills up and blocks the server
     proc = subprocess.Popen([sys.executable, "-m", "leadflow.cli", "serve", "--port", str(port), "--data-dir", str(data),
                              "--quiet", "--sla-every", "1"], cwd=ROOT, env=env, stdout=log,
@@ -163,8 +133,7 @@ def handoff(tmp_path_factory):
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
-    for r in receivers:
-        r.stop()
+    rx.stop()
 
 
 def settle(receiver, quiet_for: float = 1.0, timeout: float = 20.0) -> None:
@@ -335,5 +304,5 @@ def test_sla_watchdog_escalates_an_ignored_sql_once_per_level(handoff):
 
     assert len(found) == 2
     owner_level, manager_level = sorted(found, key=lambda r: r.received_at)
-    assert owner_level.path.endswith("/alerts") and "U0" in owner_level.text
-    assert manager_level.path.endswith("/escalations") and "U0MANAGER" in manager_level.text
+    assert owner_level.path.endswith("/sales-alerts") and "U0" in owner_level.text
+    assert manager_level.path.endswith("/sales-managers") and "U0MANAGER" in manager_level.text

@@ -564,7 +564,8 @@ def run() -> int:
 
     report = Report()
     with tempfile.TemporaryDirectory(prefix="leadflow-demo-") as data_dir, demo_handoff.Receivers() as receivers:
-        os.environ.update(receivers.environment(demo_handoff.demo_rules(Path(data_dir))))
+        os.environ.update(receivers.environment(LEADFLOW_RULES=str(demo_handoff.demo_rules(Path(data_dir))),
+                                                LEADFLOW_SINK_TIMEOUT="2", LEADFLOW_RETRY_BASE_SECONDS="0.25"))
         stack = LocalStack(port=0, data_dir=data_dir, persist=False, access_log=False, sla_every=1.0)
         try:
             stack.start()

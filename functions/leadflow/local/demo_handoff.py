@@ -15,19 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from leadflow.local.receivers import (
-    HubSpotReceiver,
-    SalesforceReceiver,
-    SlackReceiver,
-    WebhookReceiver,
-    button_value,
-    slack_button_press,
-)
+from leadflow.local.receivers import SinkReceivers, button_value, slack_button_press
 
-SLACK_SECRET = "demo-signing-secret"
-CRM_SECRET = "whsec_ZGVtby1jcm0td2ViaG9vay1zZWNyZXQ="
-HUBSPOT_TOKEN = "pat-demo"
-SF_CLIENT = ("demo-client", "demo-secret")
 SLA_HOURS = (0.0015, 0.003)  # ~5 s to the owner, ~11 s to the manager, on a 24x7 calendar
 # Every variable the handoff reads: a user's real channels and CRMs never get demo traffic.
 SINK_VARIABLES = (
@@ -39,75 +28,56 @@ SINK_VARIABLES = (
 )
 
 
-def demo_rules(directory: Path) -> Path:
-    """The shipped default rules plus two reps and a seconds-long SLA (scoring unchanged)."""
+def team_rules(directory: Path, *, version: str | None = None, weights: tuple[int, int] = (1, 1),
+               sla_hours: tuple[float, float] | None = None) -> Path:
+    """The shipped default rules plus a sales team of two reps with Slack ids and CRM
+    owner ids (scoring unchanged), optionally a 24x7 SLA of `sla_hours` (owner, manager);
+    written to `directory` for LEADFLOW_RULES."""
     import yaml
     from importlib import resources
 
     data = yaml.safe_load(resources.files("leadflow").joinpath("rules/default.yaml").read_text(encoding="utf-8"))
+    if version:
+        data["version"] = version
     data["routing"] = {
         "default_team": "inbound",
-        "teams": [{"id": "inbound", "manager": {"name": "Kari Manager", "slack_user": "U0KARI"},
+        "teams": [{"id": "inbound", "manager": {"name": "Kari Manager", "slack_user": "U0MANAGER"},
                    "reps": [{"id": "ola", "name": "Ola Seller", "email": "ola@seller.example", "slack_user": "U0OLA",
-                             "weight": 2, "hubspot_owner_id": "101", "salesforce_owner_id": "005000000000AAA"},
+                             "weight": weights[0], "hubspot_owner_id": "111", "salesforce_owner_id": "005000000000001"},
                             {"id": "siri", "name": "Siri Seller", "email": "siri@seller.example", "slack_user": "U0SIRI",
-                             "weight": 1, "hubspot_owner_id": "102", "salesforce_owner_id": "005000000000BBB"}]}],
+                             "weight": weights[1], "hubspot_owner_id": "222", "salesforce_owner_id": "005000000000002"}]}],
     }
-    data["sla"] = {
-        "accept_within_business_hours": SLA_HOURS[0],
-        "escalations": [{"after_business_hours": SLA_HOURS[0], "notify": "owner"},
-                        {"after_business_hours": SLA_HOURS[1], "notify": "manager"}],
-        "business_hours": {"timezone": "UTC", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                           "start": "00:00", "end": "23:59"},
-    }
-    path = directory / "demo-rules.yaml"
+    if sla_hours:
+        data["sla"] = {
+            "accept_within_business_hours": sla_hours[0],
+            "escalations": [{"after_business_hours": sla_hours[0], "notify": "owner"},
+                            {"after_business_hours": sla_hours[1], "notify": "manager"}],
+            "business_hours": {"timezone": "UTC", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                               "start": "00:00", "end": "23:59"},
+        }
+    path = directory / "rules.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
 
 
-class Receivers:
-    """The four receivers, started, with the environment that points the sinks at them."""
+def demo_rules(directory: Path) -> Path:
+    """Two reps (weights 2:1) and a seconds-long SLA on the default rules."""
+    return team_rules(directory, weights=(2, 1), sla_hours=SLA_HOURS)
 
-    def __init__(self) -> None:
-        self.slack = SlackReceiver()
-        self.webhook = WebhookReceiver(CRM_SECRET)
-        self.hubspot = HubSpotReceiver(HUBSPOT_TOKEN)
-        self.salesforce = SalesforceReceiver(*SF_CLIENT)
-        self.all = (self.slack, self.webhook, self.hubspot, self.salesforce)
 
-    def __enter__(self) -> "Receivers":
-        for r in self.all:
-            r.start()
-        # The outage: Slack answers 500 twice, the CRM webhook 429 once; both recover.
+class Receivers(SinkReceivers):
+    """The receivers, started with an outage: Slack answers 500 twice, the CRM webhook
+    429 once; both recover."""
+
+    def start(self) -> "Receivers":
+        super().start()
         self.slack.fail_next(2, status=500)
         self.webhook.fail_next(1, status=429, retry_after=1)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        for r in self.all:
-            r.stop()
-
-    def environment(self, rules_path: Path) -> dict[str, str]:
-        return {
-            "LEADFLOW_RULES": str(rules_path),
-            "LEADFLOW_SLACK_WEBHOOK_URL": f"{self.slack.url}/services/TDEMO/BDEMO/sales-alerts",
-            "LEADFLOW_SLACK_ESCALATION_WEBHOOK_URL": f"{self.slack.url}/services/TDEMO/BDEMO/sales-managers",
-            "LEADFLOW_WEBHOOK_SECRET_SLACK": SLACK_SECRET,
-            "LEADFLOW_CRM_WEBHOOK_URL": f"{self.webhook.url}/leadflow",
-            "LEADFLOW_CRM_WEBHOOK_SECRET": CRM_SECRET,
-            "LEADFLOW_HUBSPOT_TOKEN": HUBSPOT_TOKEN,
-            "LEADFLOW_HUBSPOT_BASE_URL": self.hubspot.url,
-            "LEADFLOW_SALESFORCE_INSTANCE_URL": self.salesforce.url,
-            "LEADFLOW_SALESFORCE_CLIENT_ID": SF_CLIENT[0],
-            "LEADFLOW_SALESFORCE_CLIENT_SECRET": SF_CLIENT[1],
-            "LEADFLOW_SES_FROM": "alerts@leadflow.example",
-            "LEADFLOW_EVENT_BUS": "default",
-            "LEADFLOW_SINK_TIMEOUT": "2",
-            "LEADFLOW_RETRY_BASE_SECONDS": "0.25",
-        }
-
     def alerts(self) -> list[dict[str, Any]]:
-        return [r.json() for r in self.slack.accepted if r.path.endswith("/sales-alerts") and r.json()["text"].startswith("New ")]
+        return [r.json() for r in self.slack.accepted
+                if r.path.endswith("/sales-alerts") and r.json()["text"].startswith("New ")]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -151,7 +121,7 @@ def check_handoff(api: Any, stack: Any, rx: Receivers, ids: dict[str, str], chec
     value = button_value(alert, "leadflow_accept") if alert else None
     if value:
         response_url = f"{rx.slack.url}/actions/TDEMO/1/demo"
-        body, headers = slack_button_press(value, "leadflow_accept", secret=SLACK_SECRET, response_url=response_url,
+        body, headers = slack_button_press(value, "leadflow_accept", secret=rx.slack_secret, response_url=response_url,
                                            user_id="U0OLA", user_name="ola")
         status, answer = api.request_raw("POST", "/v1/webhooks/slack", body, headers)
         updated = wait_until(lambda: any(r.path.startswith("/actions/") for r in rx.slack.accepted), 10.0)

@@ -752,6 +752,68 @@ def _now_iso() -> str:
 
 
 
+# ---------------------------------------------------------------- all four, for a stack
+
+
+class SinkReceivers:
+    """Slack, the generic webhook, HubSpot and Salesforce receivers together, and the
+    environment that points `leadflow serve`'s sinks at them (SES and EventBridge go to
+    the stack's own moto). A context manager: started on enter, stopped on exit."""
+
+    slack_secret = "local-slack-signing-secret"
+    crm_secret = "whsec_bG9jYWwtY3JtLXdlYmhvb2stc2VjcmV0"
+    hubspot_token = "pat-local"
+    salesforce_client = ("local-client", "local-secret")
+
+    def __init__(self) -> None:
+        self.slack = SlackReceiver()
+        self.webhook = WebhookReceiver(self.crm_secret)
+        self.hubspot = HubSpotReceiver(self.hubspot_token)
+        self.salesforce = SalesforceReceiver(*self.salesforce_client)
+        self.all = (self.slack, self.webhook, self.hubspot, self.salesforce)
+
+    def start(self) -> "SinkReceivers":
+        for receiver in self.all:
+            receiver.start()
+        return self
+
+    def stop(self) -> None:
+        for receiver in self.all:
+            receiver.stop()
+
+    def __enter__(self) -> "SinkReceivers":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def alerts_url(self) -> str:
+        return f"{self.slack.url}/services/TLOCAL/BLOCAL/sales-alerts"
+
+    @property
+    def escalations_url(self) -> str:
+        return f"{self.slack.url}/services/TLOCAL/BLOCAL/sales-managers"
+
+    def environment(self, **overrides: str) -> dict[str, str]:
+        env = {
+            "LEADFLOW_SLACK_WEBHOOK_URL": self.alerts_url,
+            "LEADFLOW_SLACK_ESCALATION_WEBHOOK_URL": self.escalations_url,
+            "LEADFLOW_WEBHOOK_SECRET_SLACK": self.slack_secret,
+            "LEADFLOW_CRM_WEBHOOK_URL": f"{self.webhook.url}/leadflow",
+            "LEADFLOW_CRM_WEBHOOK_SECRET": self.crm_secret,
+            "LEADFLOW_HUBSPOT_TOKEN": self.hubspot_token,
+            "LEADFLOW_HUBSPOT_BASE_URL": self.hubspot.url,
+            "LEADFLOW_SALESFORCE_INSTANCE_URL": self.salesforce.url,
+            "LEADFLOW_SALESFORCE_CLIENT_ID": self.salesforce_client[0],
+            "LEADFLOW_SALESFORCE_CLIENT_SECRET": self.salesforce_client[1],
+            "LEADFLOW_SES_FROM": "alerts@leadflow.example",
+            "LEADFLOW_EVENT_BUS": "default",
+        }
+        env.update(overrides)
+        return env
+
+
 # ---------------------------------------------------------------- Slack interactivity
 
 
