@@ -206,7 +206,14 @@ class Handoff:
             return {"checked": 0, "escalated": 0, "failed": 0}
         now = self.clock()
         checked = escalated = failed = 0
-        for lead in self.store.leads_in_stage("sql"):
+        # Business hours never pass faster than wall-clock hours: an SQL that entered less
+        # than the first escalation's hours ago cannot be due, and is not even read.
+        steps = self.rules.sla.escalations
+        if not steps:
+            return {"checked": 0, "escalated": 0, "failed": 0}
+        first = min(step.after_business_hours for step in steps)
+        cutoff = (now - timedelta(hours=first)).isoformat()
+        for lead in self.store.leads_in_stage("sql", entered_before=cutoff):
             if lead.disqualified:
                 continue
             entered = last_move_into(lead, "sql")

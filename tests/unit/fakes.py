@@ -66,8 +66,9 @@ class MemoryStore:
             self.turns[name] = n + 1
             return n
 
-    def leads_in_stage(self, stage):
-        return [v for v in self.scan_leads() if v.stage == stage]
+    def leads_in_stage(self, stage, entered_before=None):
+        return [v for v in self.scan_leads() if v.stage == stage
+                and (entered_before is None or v.stage_entered_at.isoformat() < entered_before)]
 
     def first_touch_seconds(self):
         return [v.first_touch_seconds for v in self.scan_leads() if v.first_touch_seconds is not None]

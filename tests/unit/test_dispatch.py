@@ -231,3 +231,16 @@ def test_sla_sweep_ignores_accepted_sql(rules):
     assert handoff.sla_sweep()["escalated"] == 0
     assert calls == []
     assert accepted.first_touch_seconds == 300
+
+
+def test_sla_sweep_does_not_read_sqls_younger_than_the_first_escalation(rules):
+    from tests.unit.fakes import MemoryStore
+
+    store = MemoryStore()
+    store.put(sql_lead(rules), None)
+    calls = []
+    handoff = Handoff([], MemoryLedger(), MemoryOutbox(), rules, store=store, clock=StepClock(NOW + timedelta(minutes=30)),
+                      escalate=lambda *args: calls.append(args))
+
+    assert handoff.sla_sweep() == {"checked": 0, "escalated": 0, "failed": 0}
+    assert calls == []

@@ -285,14 +285,18 @@ class DynamoLeadStore(DynamoTable):
                 return total
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def leads_in_stage(self, stage: str) -> Iterator[Lead]:
-        """Leads now in `stage`, by the stage index (keys only), each read consistently."""
+    def leads_in_stage(self, stage: str, entered_before: str | None = None) -> Iterator[Lead]:
+        """Leads now in `stage` (that entered it before `entered_before`, ISO), by the stage
+        index (keys only: its sort key starts with the entry time), each read consistently."""
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": "GSI1",
             "KeyConditionExpression": "GSI1PK = :pk",
             "ExpressionAttributeValues": {":pk": {"S": stage_gsi_pk(stage)}},
         }
+        if entered_before:
+            kwargs["KeyConditionExpression"] += " AND GSI1SK < :before"
+            kwargs["ExpressionAttributeValues"][":before"] = {"S": entered_before}
         while True:
             self._count("Query")
             resp = self.client.query(**kwargs)
