@@ -850,7 +850,7 @@ def _calls_text(calls: Counter | dict) -> str:
 def revision() -> str:
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() if out.returncode == 0 else ""
+        return out.stdout.rstrip() if out.returncode == 0 else ""  # keep porcelain's leading status column
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "functions", "template.yaml").splitlines()]
