@@ -225,7 +225,18 @@ def test_accept_button_moves_lead_records_first_touch_and_updates_message(handof
     assert lead["history"][-1]["cause"]["action"] == "accept"
     assert lead["first_touch_at"] and lead["first_touch_seconds"] >= 0
     assert update["replace_original"] is True and "Accepted" in update["text"]
-    assert not any(b["type"] == "actions" for b in update["blocks"])
+    assert not any(b.get("block_id") == "leadflow_decision" for b in update["blocks"])  # nothing to press twice
+
+    # The update offers the next sales moves; opening the opportunity moves the lead on.
+    status, answer = handoff.press(button_value(update, "leadflow_opportunity"), "leadflow_opportunity", user="U0SIRI")
+    _, lead = handoff.client.get(f"/v1/leads/{body['lead_id']}")
+
+    assert status == 200 and answer["stage"] == "opportunity" and lead["stage"] == "opportunity"
+    assert handoff.wait_delivered(body["lead_id"], {"hubspot"})  # the CRM hears of it too
+    deadline = time.monotonic() + 10
+    while handoff.hubspot.contacts[email]["lifecyclestage"] != "opportunity" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert handoff.hubspot.contacts[email]["lifecyclestage"] == "opportunity"
 
 
 def test_reject_button_needs_a_reason_then_moves_lead_back_to_nurture(handoff):

@@ -219,3 +219,16 @@ def test_action_value_round_trips_and_refuses_ids_with_the_separator():
         action_value("ld|1", "tr_1")
     with pytest.raises(ValueError):
         action_value("ld_1", "")
+
+
+def test_decided_message_with_next_actions_offers_their_buttons_and_a_reason_menu():
+    at = datetime(2026, 11, 20, 10, 2, tzinfo=timezone.utc)
+
+    message = decided_message(make_notice(), REJECT_REASONS, action="accept", actor="U0ACTOR1", reason=None, at=at,
+                              next_actions=["opportunity", "won", "reject", "not_an_action"])
+
+    (block,) = [b for b in message["blocks"] if b["type"] == "actions"]
+    ids = [e["action_id"] for e in block["elements"]]
+    assert block["block_id"] == "leadflow_next"
+    assert ids == ["leadflow_reject_reason", "leadflow_opportunity", "leadflow_won", "leadflow_reject"]
+    assert SlackReceiver.block_problem(message["blocks"]) is None

@@ -84,3 +84,21 @@ def test_parse_button_value_that_is_not_ours_is_bad_request():
 
     with pytest.raises(BadRequest, match="lead reference"):
         parse(body.decode())
+
+
+def test_legal_actions_after_accept_offer_the_next_sales_moves(rules):
+    from leadflow.api.slack import legal_actions
+    from leadflow.domain.engine import apply_action, apply_event, new_lead
+    from leadflow.domain.events import CanonicalEvent, finalise
+    from tests.conftest import NOW
+
+    buyer = {"job_title": "VP Marketing", "company_size": 200, "industry": "software", "country": "US", "budget": "yes",
+             "authority": "decision_maker", "need": "x", "timeline": "this_quarter"}
+    event = finalise(CanonicalEvent(type="form_submitted", email="j@acme.com", event_id="e1", traits=buyer,
+                                    properties={"form_kind": "demo_request"}), now=NOW, source="test")
+    sql = apply_event(new_lead("ld_1", email="j@acme.com", now=NOW), event, rules, NOW).lead
+    accepted = apply_action(sql, "accept", reason=None, by="rep", rules=rules, now=NOW).lead
+    opportunity = apply_action(accepted, "opportunity", reason=None, by="rep", rules=rules, now=NOW).lead
+
+    assert legal_actions(accepted) == ["opportunity", "won", "reject", "recycle", "disqualify"]
+    assert legal_actions(opportunity) == ["won", "lost", "recycle", "disqualify"]

@@ -20,7 +20,11 @@ from leadflow.domain.errors import BadRequest, LeadflowError, Unauthorized
 from leadflow.observability import logger, metrics
 
 WINDOW_SECONDS = 300
-ACTIONS = {"leadflow_accept": "accept", "leadflow_reject": "reject"}
+# Every sales action has its button: Accept / Reject on the alert, then the moves the
+# lead's new stage allows (opportunity, won, lost, recycle, disqualify) on the update.
+ACTIONS = {f"leadflow_{name}": name
+           for name in ("accept", "reject", "recycle", "disqualify", "opportunity", "won", "lost")}
+FOLLOW_UPS = ("opportunity", "won", "lost", "reject", "recycle", "disqualify")
 REASON_ACTION_ID = "leadflow_reject_reason"
 RESPONSE_TIMEOUT_S = 2.5
 
@@ -138,11 +142,26 @@ def handle(body: str, headers: dict[str, str], secret: str | None, *, service, p
 
     message = decided_message(notice_for(lead, move, owner), list(rules.handoff.reject_reasons),
                               action=interaction.action, actor=f"<@{interaction.user_id}>" if interaction.user_id else actor,
-                              reason=interaction.reason, at=result.moves[0].at)
+                              reason=interaction.reason, at=result.moves[0].at, next_actions=legal_actions(lead))
     _reply(post, interaction, message)
     metrics.add_metric(name="SlackDecision", unit="Count", value=1)
     logger.info("slack.action", extra={"lead_id": lead.lead_id, "action": interaction.action, "stage": lead.stage})
     return {"ok": True, "action": interaction.action, "lead_id": lead.lead_id, "stage": lead.stage}
+
+
+def legal_actions(lead) -> list[str]:
+    """The follow-up actions the lifecycle allows for the lead now (a reason stands in
+    for the ones that need one: the menu supplies it when pressed)."""
+    from leadflow.domain.lifecycle import check_action
+
+    legal = []
+    for name in FOLLOW_UPS:
+        try:
+            check_action(lead, name, "reason")
+        except LeadflowError:
+            continue
+        legal.append(name)
+    return legal
 
 
 def _reply(post: Callable[..., None], interaction: Interaction, message: dict[str, Any]) -> None:

@@ -42,6 +42,19 @@ _DECISIONS = {
     "reject": ("↩️", "Rejected"),
     "recycle": ("♻️", "Recycled"),
     "disqualify": ("🚫", "Disqualified"),
+    "opportunity": ("📈", "Opportunity opened"),
+    "won": ("🏆", "Won"),
+    "lost": ("📉", "Lost"),
+}
+NEXT_BLOCK_ID = "leadflow_next"
+# Buttons for the sales actions after the first decision: action -> (label, style).
+_NEXT_BUTTONS = {
+    "opportunity": ("Opportunity", "primary"),
+    "won": ("Won", "primary"),
+    "lost": ("Lost", None),
+    "reject": ("Reject", "danger"),
+    "recycle": ("Recycle", None),
+    "disqualify": ("Disqualify", "danger"),
 }
 
 
@@ -57,12 +70,16 @@ def alert_message(notice: Notice, reject_reasons: Iterable[str] = ()) -> dict[st
 
 
 def decided_message(notice: Notice, reject_reasons: Iterable[str] = (), *, action: str, actor: str,
-                    reason: str | None, at: datetime) -> dict[str, Any]:
-    """The alert once a rep decided: no controls left to click twice, and who did what when.
-    Sent to the interaction's response_url, hence `replace_original`."""
-    del reject_reasons  # the decided card has no controls; kept for a symmetric call site
+                    reason: str | None, at: datetime, next_actions: Iterable[str] = ()) -> dict[str, Any]:
+    """The alert once a rep decided: the decision's controls gone (nothing to click twice),
+    who did what when, and buttons for the sales actions the lead's new stage allows
+    (`next_actions`, e.g. opportunity / won / lost after an accept). Sent to the
+    interaction's response_url, hence `replace_original`."""
     line = decision_line(action=action, actor=actor, reason=reason, at=at)
     blocks = _card(notice) + [{"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}]
+    follow_up = [a for a in dict.fromkeys(next_actions) if a in _NEXT_BUTTONS]
+    if follow_up:
+        blocks.append(_next_block(notice, follow_up, list(reject_reasons)))
     text = f"{_fallback(notice)}. {_plain_decision(action, actor, reason, at)}"
     return {"replace_original": True, "text": _clip(text, FALLBACK_TEXT_LIMIT), "blocks": blocks}
 
@@ -159,21 +176,36 @@ def _card(notice: Notice) -> list[dict[str, Any]]:
     return blocks
 
 
-def _decision_block(notice: Notice, reject_reasons: list[str]) -> dict[str, Any]:
-    value = action_value(notice.lead_id, notice.transition_id)
-    elements: list[dict[str, Any]] = []
+def _reason_menu(reject_reasons: list[str]) -> list[dict[str, Any]]:
     options = [
         {"text": {"type": "plain_text", "text": _clip(code.replace("_", " "), OPTION_TEXT_LIMIT)}, "value": code}
         for code in dict.fromkeys(reject_reasons)  # unique, in order
         if code and len(code) <= OPTION_VALUE_LIMIT
     ][:MAX_OPTIONS]
-    if options:  # Slack refuses a static_select without options
-        elements.append({
-            "type": "static_select",
-            "action_id": REJECT_REASON_ACTION_ID,
-            "placeholder": {"type": "plain_text", "text": "Reject reason…"},
-            "options": options,
-        })
+    if not options:  # Slack refuses a static_select without options
+        return []
+    return [{"type": "static_select", "action_id": REJECT_REASON_ACTION_ID,
+             "placeholder": {"type": "plain_text", "text": "Reason…"}, "options": options}]
+
+
+def _next_block(notice: Notice, actions: list[str], reject_reasons: list[str]) -> dict[str, Any]:
+    value = action_value(notice.lead_id, notice.transition_id)
+    elements = _reason_menu(reject_reasons) if {"reject", "disqualify"} & set(actions) else []
+    for name in actions:
+        label, style = _NEXT_BUTTONS[name]
+        button = {"type": "button", "action_id": f"leadflow_{name}", "text": {"type": "plain_text", "text": label},
+                  "value": value}
+        if style:
+            button["style"] = style
+        elements.append(button)
+    return {"type": "actions", "block_id": NEXT_BLOCK_ID, "elements": elements}
+
+
+def _decision_block(notice: Notice, reject_reasons: list[str]) -> dict[str, Any]:
+    value = action_value(notice.lead_id, notice.transition_id)
+    elements: list[dict[str, Any]] = _reason_menu(reject_reasons)
+    for element in elements:
+        element["placeholder"]["text"] = "Reject reason…"
     elements.append({"type": "button", "action_id": ACCEPT_ACTION_ID, "style": "primary",
                      "text": {"type": "plain_text", "text": "Accept"}, "value": value})
     elements.append({"type": "button", "action_id": REJECT_ACTION_ID, "style": "danger",
