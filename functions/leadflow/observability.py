@@ -38,3 +38,16 @@ def mask_email(email: str | None) -> str | None:
     if not email:
         return email
     return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}***{m.group(3)}", email)
+
+
+def count(name: str, value: float = 1, **dimensions: str) -> None:
+    """One business metric with its own dimensions (e.g. source, reason), flushed at once
+    so they do not leak onto the invocation's other metrics."""
+    if isinstance(metrics, _NoMetrics):
+        return
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace="Leadflow") as metric:
+        metric.add_dimension(name="service", value="leadflow")
+        for key, val in dimensions.items():
+            metric.add_dimension(name=key, value=str(val))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from leadflow.domain.engine import absorb, apply_action, apply_event, new_lead, rebase, rescore, score_lead
+from leadflow.domain.engine import absorb, apply_action, apply_event, apply_stage, new_lead, rebase, rescore, score_lead
 from leadflow.domain.errors import NotFound, TooManyConflicts
 from leadflow.domain.events import AppliedEvent, CanonicalEvent, finalise, normalise_email
 from leadflow.domain.lead import Lead, Move, lead_id_for_anonymous, lead_id_for_email, stage_rank
@@ -225,6 +225,25 @@ class LeadService:
             try:
                 saved = self.store.put(outcome.lead, lead.version)
                 return Applied(saved, outcome.moves, False)
+            except VersionConflict:
+                self._backoff(attempt)
+        raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
+
+    def set_stage(self, event: CanonicalEvent, stage: str, *, actor: str, reason: str, source: str) -> Applied:
+        """A stage set in a system of record (the CRM) for the lead `event` names (by
+        email, or by the visitor id the CRM's contact is known under)."""
+        now = self.clock()
+        applied = finalise(event, now=now, source=source)
+        turns: dict[str, int] = {}
+        for attempt in range(MAX_ATTEMPTS):
+            resolved = self._resolve(applied, now)
+            outcome = apply_stage(resolved.lead, stage, actor=actor, reason=reason, key=applied.event_id,
+                                  rules=self.rules, now=now)
+            if not outcome.moves:
+                return Applied(resolved.lead, [], True)
+            self._assign(outcome.lead, outcome.moves, turns)
+            try:
+                return Applied(self.store.put(outcome.lead, resolved.expected), outcome.moves, False)
             except VersionConflict:
                 self._backoff(attempt)
         raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")

@@ -70,6 +70,7 @@ class Settings:
     rules_path: str | None
     api_key: str | None
     webhook_secrets: dict[str, str]
+    public_url: str | None = None  # the API's public base URL, when a proxy or custom domain fronts it
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -84,6 +85,7 @@ class Settings:
             rules_path=env.get("LEADFLOW_RULES") or None,
             api_key=resolve_secret(env.get("LEADFLOW_API_KEY")),
             webhook_secrets=secrets,
+            public_url=env.get("LEADFLOW_PUBLIC_URL") or None,
         )
 
 

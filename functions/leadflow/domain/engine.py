@@ -203,6 +203,29 @@ def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, r
     return Outcome(lead=lead, moves=[move])
 
 
+def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, rules: Rules, now: datetime) -> Outcome:
+    """A stage someone set in another system of record (a human changing HubSpot's
+    lifecycle stage): honoured as an explicit move, forward or back, recorded with who
+    and why. Setting the stage the lead already has is no move. `key` (the source
+    event's id) makes the move's id stable, so a redelivered change is the same move."""
+    if not lead.known:
+        from leadflow.domain.errors import IllegalTransition
+
+        raise IllegalTransition(f"set stage: lead {lead.lead_id} is an anonymous visitor, not a contact")
+    if stage == lead.stage and lead.history:
+        return Outcome(lead=lead, moves=[])
+    lead = lead.model_copy(deep=True, update={"moved": []})
+    if stage_rank(stage) < stage_rank(lead.stage):
+        lead.engagement_reset_at = _epoch(now)  # like a reject: a lead sent back starts afresh
+    card = score_lead(lead, rules, now)
+    _set_score(lead, card, rules, now)
+    cause = Cause(kind="actor", action="set_stage", actor=actor, reason=reason)
+    move = _record(lead, to_stage=stage, cause=cause, key=f"set_stage|{key}", rules=rules, now=now)
+    lead.updated_at = now
+    lead.applied = []
+    return Outcome(lead=lead, moves=[move])
+
+
 def _first_touch(lead: Lead, actor: str, now: datetime) -> None:
     """The first sales action on an SQL since it became one is its first touch (the
     speed-to-lead figure the funnel reports and the SLA watchdog waits for)."""

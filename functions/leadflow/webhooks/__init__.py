@@ -2,7 +2,7 @@
 then its payloads mapped to canonical events.
 
 A request becomes a `Delivery` (raw body, lower-cased headers, the URL the vendor
-called). `signatures.verify(source, delivery, secret, now)` raises `SignatureError`
+called). `signatures.verify(delivery, secret, now=...)` raises `SignatureError`
 with a reason, or returns the vendor's delivery id when it has one. The mappers turn
 a verified payload into `Item`s: one canonical event each, or the reason that item
 could not be mapped (one bad item never drops the others).
