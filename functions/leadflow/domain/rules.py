@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from leadflow.domain.errors import RulesError
-from leadflow.domain.events import EVENT_TYPES
+from leadflow.domain.events import EVENT_TYPES, FORM_KINDS
 
 Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist"]
 STAGES: tuple[str, ...] = Stage.__args__  # type: ignore[attr-defined]
@@ -476,6 +476,74 @@ class Sla(_Strict):
         return self
 
 
+WEBHOOK_FORM_KINDS: tuple[str, ...] = (*FORM_KINDS, "other")
+
+
+def _form_kind(value: str) -> str:
+    if value not in WEBHOOK_FORM_KINDS:
+        raise ValueError(f"unknown form kind {value!r}; expected one of {', '.join(WEBHOOK_FORM_KINDS)}")
+    return value
+
+
+def _str_keys(value: Any) -> Any:
+    # An unquoted numeric id or ref is a YAML integer; it is a name, not a number.
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v for k, v in value.items()}
+    return value
+
+
+class TypeformForm(_Strict):
+    """One Typeform form: its kind, and which answers (by field ref or id) and hidden
+    fields give the email (target `email`) or which traits."""
+
+    kind: str | None = None  # absent: webhooks.typeform.default_kind
+    fields: dict[str, str] = Field(default_factory=dict)
+    hidden: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str | None) -> str | None:
+        return None if value is None else _form_kind(value)
+
+    @field_validator("fields", "hidden", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        return _str_keys(value)
+
+    @field_validator("fields", "hidden")
+    @classmethod
+    def _targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, target in value.items():
+            if not key.strip():
+                raise ValueError("a field name must not be empty")
+            if not _ID_RE.match(target):
+                raise ValueError(f"{key!r} maps to {target!r}: a target is `email` or a trait name in snake_case "
+                                 "(a-z, 0-9, _)")
+        return value
+
+
+class TypeformWebhooks(_Strict):
+    forms: dict[str, TypeformForm] = Field(default_factory=dict)  # keyed by Typeform form id
+    default_kind: str = "contact_request"  # the kind of a form not listed, or listed without one
+
+    @field_validator("forms", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _str_keys(value)
+
+    @field_validator("default_kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        return _form_kind(value)
+
+
+class Webhooks(_Strict):
+    """Vendor webhooks: what a payload alone cannot say (a Typeform form's kind, which
+    answer is the email)."""
+
+    typeform: TypeformWebhooks = Field(default_factory=TypeformWebhooks)
+
+
 class Rules(_Strict):
     version: str = Field(min_length=1, max_length=64)
     description: str = ""
@@ -488,6 +556,7 @@ class Rules(_Strict):
     handoff: Handoff = Field(default_factory=Handoff)
     routing: Routing | None = None  # absent: no lead gets an owner
     sla: Sla = Field(default_factory=Sla)
+    webhooks: Webhooks = Field(default_factory=Webhooks)
 
     @model_validator(mode="after")
     def _references(self) -> "Rules":
