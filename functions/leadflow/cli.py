@@ -99,7 +99,88 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("ids", nargs="*", metavar="MESSAGE_ID", help="dead letters to replay (default: all)")
             sub.add_argument("--sink", help="only dead letters of this sink (slack, email, webhook, hubspot, salesforce, eventbridge)")
         sub.set_defaults(func=dlq_command)
+
+    hooks = commands.add_parser("webhooks", help="try vendor webhooks against a running stack")
+    hook_commands = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    test = hook_commands.add_parser(
+        "test",
+        help="sign a payload file as the vendor would and POST it to /v1/webhooks/SOURCE",
+        description=(
+            "Signs FILE's bytes, unchanged, with SOURCE's scheme (HubSpot v3, Mautic, Typeform, Calendly, "
+            "SendGrid ECDSA, Standard Webhooks for generic) and sends it, so you can check a secret, a URL "
+            "and a mapping before pointing the vendor at leadflow. Prints the answer: per item, applied, "
+            "duplicate, ignored or failed."
+        ),
+    )
+    test.add_argument("source", choices=["hubspot", "mautic", "typeform", "calendly", "sendgrid", "generic"])
+    test.add_argument("file", help="the payload, sent byte for byte")
+    test.add_argument("--url", help="base URL of the API (default: the leadflow serve running on --data-dir, "
+                                    "else http://127.0.0.1:8080)")
+    test.add_argument("--data-dir", default=".leadflow", help="data directory of a running leadflow serve")
+    test.add_argument("--secret", help="the signing secret (default LEADFLOW_WEBHOOK_SECRET_<SOURCE>); for "
+                                       "sendgrid a PEM private key or a path to one")
+    test.set_defaults(func=webhooks_test_command)
     return parser
+
+
+def webhooks_test_command(args: argparse.Namespace) -> int:
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    try:
+        body = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"leadflow webhooks test: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    secret = args.secret or os.environ.get(f"LEADFLOW_WEBHOOK_SECRET_{args.source.upper()}")
+    if not secret:
+        print(f"leadflow webhooks test: no secret; pass --secret or set LEADFLOW_WEBHOOK_SECRET_{args.source.upper()}",
+              file=sys.stderr)
+        return 2
+    if args.source == "sendgrid" and Path(secret).is_file():
+        secret = Path(secret).read_text(encoding="utf-8")
+    base = args.url
+    if not base:
+        try:
+            base = json.loads(Path(args.data_dir, "stack.json").read_text(encoding="utf-8"))["api_url"]
+        except (OSError, ValueError, KeyError):
+            base = "http://127.0.0.1:8080"
+    url = base.rstrip("/") + f"/v1/webhooks/{args.source}"
+    if args.source == "generic":
+        from datetime import datetime, timezone
+        from uuid import uuid4
+
+        from standardwebhooks.webhooks import Webhook
+
+        msg_id = f"msg_{uuid4().hex}"
+        stamp = datetime.now(timezone.utc)
+        headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(stamp.timestamp())),
+                   "webhook-signature": Webhook(secret).sign(msg_id, stamp, body.decode("utf-8"))}
+    else:
+        from leadflow.webhooks.signatures import sign
+
+        headers = sign(args.source, body, secret, method="POST", url=url, now=time.time())
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"content-type": "application/json", "user-agent": "leadflow-webhooks-test",
+                                              **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            status, answer = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, answer = exc.code, exc.read()
+    except OSError as exc:
+        print(f"leadflow webhooks test: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        shown = json.dumps(json.loads(answer), indent=2)
+    except ValueError:
+        shown = answer.decode("utf-8", "replace")
+    print(f"POST {url} -> {status}")
+    print(shown)
+    return 0 if 200 <= status < 300 else 1
 
 
 def _dlq_target(args: argparse.Namespace) -> dict[str, Any]:

@@ -92,7 +92,8 @@ def test_map_hubspot_docs_example_with_event_type_key_maps_lifecyclestage_and_cr
     assert stage.event.type == "identify" and stage.event.anonymous_id == "hubspot:1246965"
     assert stage.event.traits == {"hubspot_contact_id": "1246965", "hubspot_lifecyclestage": "subscriber"}
     assert stage.extra == {"hubspot_object_id": 1246965, "portal_id": 33, "property": "lifecyclestage",
-                           "value": "subscriber", "lifecyclestage": "subscriber", "stage": "subscriber"}
+                           "value": "subscriber", "lifecyclestage": "subscriber", "stage": "subscriber",
+                           "change_source": "ACADEMY"}
     assert stage.event.occurred_at == datetime.fromtimestamp(1462216307.945, tz=timezone.utc)
 
 
@@ -102,7 +103,7 @@ def test_map_hubspot_captured_firstname_change_sets_first_name_trait(rules):
     assert item.event.anonymous_id == "hubspot:173595202426" and item.event.email is None
     assert item.event.event_id == "hubspot:4849549:714285774:1765043528476"
     assert item.extra == {"hubspot_object_id": 173595202426, "portal_id": 50687303, "property": "firstname",
-                          "value": "Briane"}
+                          "value": "Briane", "change_source": "CRM_UI"}
 
 
 def test_map_hubspot_email_change_joins_email_and_visitor(rules):

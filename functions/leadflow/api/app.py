@@ -87,8 +87,14 @@ def post_form(form_id: str) -> Response:
 
 @app.post("/v1/webhooks/<source>")
 def post_webhook(source: str) -> Response:
-    if source not in WEBHOOK_SOURCES or source not in ("generic", "slack"):
-        raise NotFound(f"unknown webhook source {source!r}; this build accepts: generic, slack", field="source")
+    if source not in WEBHOOK_SOURCES:
+        raise NotFound(f"unknown webhook source {source!r}; expected one of {', '.join(WEBHOOK_SOURCES)}", field="source")
+    if source not in ("generic", "slack"):
+        from leadflow.api import webhooks
+
+        status, answer = webhooks.handle(source, app.current_event.raw_event, service=container.service(),
+                                         secret=settings().webhook_secrets.get(source), public_url=settings().public_url)
+        return _json(status, answer)
     body = _body_text()
     headers = dict(app.current_event.headers or {})
     if source == "slack":

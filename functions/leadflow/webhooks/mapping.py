@@ -273,6 +273,8 @@ def _hubspot_event(ref: str, raw: Any, rules: Rules) -> Item:
     if not _is_id(object_id):
         return Item(ref=ref, error="objectId: missing or not an id")
     extra: dict[str, Any] = {"hubspot_object_id": object_id}
+    if isinstance(raw.get("changeSource"), str):
+        extra["change_source"] = raw["changeSource"]  # who made the change (CRM_UI, API, INTEGRATION, …)
     if _is_id(raw.get("portalId")):
         extra["portal_id"] = raw["portalId"]
     occurred = _epoch(raw.get("occurredAt"), millis=True)
