@@ -65,6 +65,10 @@ PERSONAS = [
     ("activity_from_a_year_ago_qualifies_nobody_today",
      [ev("identify", traits={**BUYER, **BANT}), form("demo_request", days_ago=365), ev("webinar_attended", days_ago=360),
       pricing(365), pricing(364), pricing(363)], "lead", False),
+    ("fitting_buyer_booking_a_meeting_is_sql_at_once",
+     [ev("meeting_booked", traits=BUYER)], "sql", False),
+    ("unknown_free_mail_booking_a_meeting_converts_but_is_not_handed_over",
+     [ev("meeting_booked", email="someone@gmail.com")], "lead", False),
 ]
 
 

@@ -61,7 +61,7 @@ def automatic_target(lead: Lead, card: ScoreCard, event: AppliedEvent | None, no
         if hand_raised and grade_at_least(card.fit_grade, life.sql.min_fit_grade) and card.engagement_score >= life.sql.min_engagement:
             decisions.append(Decision("sql", "sql_threshold"))
         if event is not None:
-            decisions.extend(_instant(lead, event, now, rules))
+            decisions.extend(_instant(lead, card, event, now, rules))
 
     best = max(decisions, key=lambda d: stage_rank(d.stage))
     current = lead.stage if lead.history else None
@@ -74,7 +74,7 @@ def automatic_target(lead: Lead, card: ScoreCard, event: AppliedEvent | None, no
     return best
 
 
-def _instant(lead: Lead, event: AppliedEvent, now: datetime, rules: Rules) -> list[Decision]:
+def _instant(lead: Lead, card: ScoreCard, event: AppliedEvent, now: datetime, rules: Rules) -> list[Decision]:
     out = []
     age_days = (now - event.occurred_at).total_seconds() / DAY
     reset = lead.engagement_reset_at
@@ -85,6 +85,8 @@ def _instant(lead: Lead, event: AppliedEvent, now: datetime, rules: Rules) -> li
         if age_days > trigger.max_age_days or not matches(trigger.when, subject):
             continue
         if trigger.require_bant and not bant_complete(lead.traits, rules):
+            continue
+        if trigger.min_fit_grade and not grade_at_least(card.fit_grade, trigger.min_fit_grade):
             continue
         out.append(Decision(trigger.to, trigger.id))
     return out

@@ -207,6 +207,7 @@ class InstantTrigger(_Strict):
     to: Literal["mql", "sql"] = "sql"
     max_age_days: float = Field(default=14, gt=0)
     require_bant: bool = True
+    min_fit_grade: Grade | None = None  # only for leads at least this fit
 
 
 class Bant(_Strict):
