@@ -253,3 +253,28 @@ def test_any_body_headers_or_encoding_never_500_and_never_write_without_a_valid_
     assert resp["statusCode"] < 500, resp
     assert resp["statusCode"] in (400, 401, 404, 413, 415, 422), resp
     assert lead_count(aws) == before
+
+
+ROUTES = st.sampled_from([("POST", "/v1/events"), ("POST", "/v1/forms/demo"), ("POST", "/v1/leads/ld_x/feedback"),
+                          ("GET", "/v1/leads"), ("GET", "/v1/funnel"), ("DELETE", "/v1/leads/ld_x"), ("PUT", "/v1/x")])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=ROUTES, body=st.one_of(st.binary(max_size=300), st.builds(lambda v: json.dumps(v).encode(), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12))),
+       content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain", ""]),
+       query=st.sampled_from(["", "email=", "email=%00", "since=x&until=y", "since=2026-01-01"]),
+       base64_encoded=st.booleans())
+def test_any_request_to_any_route_never_answers_500(send, route, body, content_type, query, base64_encoded):
+    import api_handler
+
+    method, path = route
+    raw = base64.b64encode(body).decode() if base64_encoded else body.decode("utf-8", "replace")
+    event = http_event(method, path, headers={"content-type": content_type}, raw_body=raw, query=query)
+    event["isBase64Encoded"] = base64_encoded
+    event["requestContext"]["http"]["method"] = method
+
+    resp = api_handler.handler(event, Context())
+
+    assert resp["statusCode"] < 500, resp
