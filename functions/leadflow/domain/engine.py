@@ -219,7 +219,7 @@ def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, ru
         lead.engagement_reset_at = _epoch(now)  # like a reject: a lead sent back starts afresh
     card = score_lead(lead, rules, now)
     _set_score(lead, card, rules, now)
-    cause = Cause(kind="actor", action="set_stage", actor=actor, reason=reason)
+    cause = Cause(kind="actor", action="set_stage", actor=actor, reason=reason, event_id=key)
     move = _record(lead, to_stage=stage, cause=cause, key=f"set_stage|{key}", rules=rules, now=now)
     lead.updated_at = now
     lead.applied = []
