@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import os
 import socket
 import subprocess
@@ -47,28 +48,42 @@ class Client:
         return self.request("GET", path)
 
 
+@contextmanager
+def serving(data: Path, env: dict[str, str], *args: str):
+    """`leadflow serve` on a free port with `env` added, until /healthz answers; yields
+    its base URL and stops it (SIGTERM) afterwards. Its output goes to `data/serve.log`:
+    an unread pipe would fill up and block the server."""
+    port = free_port()
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "functions"), **env}
+    log_path = data / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "leadflow.cli", "serve", "--port", str(port), "--data-dir",
+                                 str(data), "--quiet", *args], cwd=ROOT, env=full_env, stdout=log,
+                                stderr=subprocess.STDOUT, text=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("leadflow serve did not become healthy:\n" + log_path.read_text())
+                time.sleep(0.2)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    port = free_port()
     data = tmp_path_factory.mktemp("data")
-    env = {**os.environ, "LEADFLOW_API_KEY": API_KEY, "LEADFLOW_WEBHOOK_SECRET_GENERIC": GENERIC_SECRET,
-           "PYTHONPATH": str(ROOT / "functions")}
-    proc = subprocess.Popen([sys.executable, "-m", "leadflow.cli", "serve", "--port", str(port), "--data-dir", str(data),
-                             "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read())
-    else:
-        proc.kill()
-        raise RuntimeError("leadflow serve did not become healthy")
-    yield Client(base)
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serving(data, {"LEADFLOW_API_KEY": API_KEY, "LEADFLOW_WEBHOOK_SECRET_GENERIC": GENERIC_SECRET}) as base:
+        yield Client(base)

@@ -8,16 +8,13 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 
-from tests.e2e.conftest import API_KEY, ROOT, Client, free_port
+from tests.e2e.conftest import API_KEY, ROOT, Client, serving
 from leadflow.local.demo_handoff import team_rules
 from leadflow.local.receivers import SinkReceivers
 from leadflow.local.receivers import button_value as slack_button_value
@@ -94,46 +91,27 @@ def button_value(alert: dict, action_id: str) -> str:
 @pytest.fixture(scope="module")
 def handoff(tmp_path_factory):
     rx = SinkReceivers().start()
-    slack, hubspot, salesforce, webhook = rx.slack, rx.hubspot, rx.salesforce, rx.webhook
     data = tmp_path_factory.mktemp("handoff")
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "functions"), "LEADFLOW_API_KEY": API_KEY,
+    env = {"LEADFLOW_API_KEY": API_KEY,
            **rx.environment(LEADFLOW_RULES=str(rules_file(data)), LEADFLOW_EVENT_BUS="leadflow-e2e",
                             LEADFLOW_SINK_TIMEOUT="1", LEADFLOW_RETRY_BASE_SECONDS="0.2",
                             LEADFLOW_RETRY_MAX_ATTEMPTS="4")}
-    log = open(data / "serve.log", "w")  # a file, not a pipe: an unread pipe fills up and blocks the server
-    proc = subprocess.Popen([sys.executable, "-m", "leadflow.cli", "serve", "--port", str(port), "--data-dir", str(data),
-                             "--quiet", "--sla-every", "1"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError((data / "serve.log").read_text())
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("leadflow serve did not become healthy")
-        time.sleep(0.2)
-    h = Handoff(Client(base), data, slack, hubspot, salesforce, webhook)
-    # EventBridge: a rule on the bus forwarding to a queue the test reads.
+    with serving(data, env, "--sla-every", "1") as base:
+        h = Handoff(Client(base), data, rx.slack, rx.hubspot, rx.salesforce, rx.webhook)
+        h.events_queue = events_queue(h)
+        yield h
+    rx.stop()
+
+
+def events_queue(h: Handoff) -> str:
+    """A queue behind a rule on the stack's event bus: what EventBridge delivered, readable."""
     sqs, events = h.boto("sqs"), h.boto("events")
     url = sqs.create_queue(QueueName="e2e-events")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name="all-stage-changes", EventBusName="leadflow-e2e",
                     EventPattern=json.dumps({"source": ["leadflow"], "detail-type": ["LeadStageChanged"]}))
     events.put_targets(Rule="all-stage-changes", EventBusName="leadflow-e2e", Targets=[{"Id": "q", "Arn": arn}])
-    h.events_queue = url
-    yield h
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
-    rx.stop()
+    return url
 
 
 def settle(receiver, quiet_for: float = 1.0, timeout: float = 20.0) -> None:

@@ -8,13 +8,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from leadflow.webhooks.signatures import generate_sendgrid_keypair
-from tests.e2e.conftest import API_KEY, ROOT, Client, free_port
+from tests.e2e.conftest import API_KEY, ROOT, Client, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -28,32 +27,13 @@ def served(tmp_path_factory):
     private_pem, public_b64 = generate_sendgrid_keypair()
     key_file = data / "sendgrid-private.pem"
     key_file.write_text(private_pem)
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "functions"), "LEADFLOW_API_KEY": API_KEY,
-           "LEADFLOW_WEBHOOK_SECRET_SENDGRID": public_b64,
-           **{f"LEADFLOW_WEBHOOK_SECRET_{k.upper()}": v for k, v in SECRETS.items()}}
-    for name in ("LEADFLOW_SLACK_WEBHOOK_URL", "LEADFLOW_CRM_WEBHOOK_URL", "LEADFLOW_HUBSPOT_TOKEN"):
-        env.pop(name, None)
-    log = open(data / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "leadflow.cli", "serve", "--port", str(port), "--data-dir", str(data),
-                             "--quiet"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError((data / "serve.log").read_text())
-        time.sleep(0.2)
-    yield {"client": Client(base), "data": data, "key_file": key_file}
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    env = {"LEADFLOW_API_KEY": API_KEY, "LEADFLOW_WEBHOOK_SECRET_SENDGRID": public_b64,
+           **{f"LEADFLOW_WEBHOOK_SECRET_{k.upper()}": v for k, v in SECRETS.items()},
+           # No sinks: a developer's own Slack or CRM settings never get test traffic.
+           **{name: "" for name in ("LEADFLOW_SLACK_WEBHOOK_URL", "LEADFLOW_CRM_WEBHOOK_URL", "LEADFLOW_HUBSPOT_TOKEN",
+                                    "LEADFLOW_SALESFORCE_INSTANCE_URL", "LEADFLOW_SES_FROM", "LEADFLOW_EVENT_BUS")}}
+    with serving(data, env) as base:
+        yield {"client": Client(base), "data": data, "key_file": key_file}
 
 
 def webhooks_test(served, source: str, path: Path, *, secret: str | None = None) -> tuple[int, dict]:
