@@ -244,3 +244,18 @@ def test_sla_sweep_does_not_read_sqls_younger_than_the_first_escalation(rules):
 
     assert handoff.sla_sweep() == {"checked": 0, "escalated": 0, "failed": 0}
     assert calls == []
+
+
+def test_fan_out_stage_set_back_into_sql_in_the_crm_alerts_sales_again(rules):
+    from leadflow.domain.engine import apply_stage
+
+    slack = FakeSink("slack", "alert")
+    handoff, *_ = make(rules, [slack])
+    lead = apply_action(sql_lead(rules), "opportunity", reason=None, by="rep", rules=rules, now=NOW).lead
+    back = apply_stage(lead, "sql", actor="hubspot", reason="lifecyclestage set to salesqualifiedlead in hubspot",
+                       key="hubspot:1:2:3", rules=rules, now=NOW).lead
+
+    handoff.fan_out(lead, lead.moved)  # into opportunity: no alert
+    handoff.fan_out(back, back.moved)  # back into sql: a move into sql alerts
+
+    assert [(n.from_stage, n.to_stage) for n in slack.delivered] == [("opportunity", "sql")]

@@ -13,11 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from leadflow.domain.lead import Lead, Move, stage_rank
+from leadflow.domain.lead import Lead, Move
 
-# Sink kinds: an "alert" tells people (Slack, email) and is sent only for a move up
-# into an alert stage of a lead that is not disqualified; a "crm" sink mirrors every
-# move (HubSpot, Salesforce, the generic webhook, EventBridge).
+# Sink kinds: an "alert" tells people (Slack, email) and is sent only for a move into
+# an alert stage (from another stage: an accept is not one) of a lead that is not
+# disqualified; a "crm" sink mirrors every move (HubSpot, Salesforce, the generic
+# webhook, EventBridge).
 SinkKind = Literal["alert", "crm"]
 
 # Traits a sink may show or push. Everything else stays in the lead document.
@@ -62,10 +63,6 @@ class Notice(BaseModel):
     lead: dict[str, Any] = Field(default_factory=dict)  # the lead document (the generic webhook's "lead")
 
     @property
-    def is_promotion(self) -> bool:
-        return stage_rank(self.to_stage) > stage_rank(self.from_stage)
-
-    @property
     def display_name(self) -> str:
         t = self.traits
         name = t.get("name") or " ".join(str(t[k]) for k in ("first_name", "last_name") if t.get(k))
@@ -76,7 +73,7 @@ def wants(kind: SinkKind, notice: Notice, alert_stages: frozenset[str] | set[str
     """Whether a sink of `kind` takes this move. A disqualified lead is never announced."""
     if kind == "crm":
         return True
-    return notice.to_stage in alert_stages and notice.is_promotion and not notice.disqualified
+    return notice.to_stage in alert_stages and notice.from_stage != notice.to_stage and not notice.disqualified
 
 
 def lead_document(lead: Lead) -> dict[str, Any]:

@@ -155,13 +155,9 @@ def check_handoff(api: Any, stack: Any, rx: Receivers, ids: dict[str, str], chec
     return lines
 
 
-STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist")
-
-
 def _alerts(move: dict[str, Any]) -> bool:
-    """The contract: a move up into mql or sql alerts people."""
-    rank = STAGES.index
-    return move["to_stage"] in ("mql", "sql") and (move["from_stage"] is None or rank(move["from_stage"]) < rank(move["to_stage"]))
+    """The contract: a move into mql or sql (from another stage) alerts people."""
+    return move["to_stage"] in ("mql", "sql") and move["from_stage"] != move["to_stage"]
 
 
 def _escalations(rx: Receivers) -> int:
