@@ -63,6 +63,7 @@ if str(FUNCTIONS) not in sys.path:
 
 from leadflow.local.demo_handoff import team_rules  # noqa: E402
 from leadflow.local.receivers import SinkReceivers  # noqa: E402
+from leadflow.local.stack import LambdaContext  # noqa: E402
 
 KB = 1024
 BATCH_SIZE = 10  # template.yaml: HandoffFunction's MoveStream BatchSize
@@ -205,19 +206,6 @@ class CallMeter:
                     "get_item_sizes": list(self.get_item_sizes), "query_pages": [list(p) for p in self.query_pages]}
 
 
-class HandlerContext:
-    function_name = "leadflow-handoff"
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:leadflow-handoff"
-    memory_limit_in_mb = 512
-    aws_request_id = "bench"
-    log_group_name = "/aws/lambda/leadflow-handoff"
-    log_stream_name = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
 class ExpectedWarnings(logging.Filter):
     """Drops (and counts) the warnings the benchmark provokes on purpose: a retry
     scheduled after a scripted Slack 500. Anything else still reaches stderr."""
@@ -291,7 +279,7 @@ def moves_in(records: list[dict]) -> int:
 
 def run_batches(handler: Callable, events: list[dict]) -> tuple[float, list[float], int]:
     """Invoke ``handler`` on each batch in turn; (total s, per-batch s, failed items)."""
-    ctx = HandlerContext()
+    ctx = LambdaContext("leadflow-handoff", region=REGION, account_id="123456789012", memory_mb=512, timeout_s=60)
     per_batch = []
     failed = 0
     start = time.perf_counter()

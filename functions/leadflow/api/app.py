@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 from typing import Any
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow import container
 from leadflow.api.forms import is_bot, parse_form_body, to_event
+from leadflow.api.webhooks import raw_body
 from leadflow.domain.errors import BadRequest, InvalidInput, LeadflowError, NotFound, PayloadTooLarge, Unauthorized
 from leadflow.domain.events import parse_event, validation_details
 from leadflow.observability import logger, mask_email, metrics
@@ -40,13 +40,12 @@ def _not_found(_exc: Exception) -> Response:
 
 def _body_text() -> str:
     event = app.current_event
-    raw = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        try:
-            return base64.b64decode(raw).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("body is not valid UTF-8", field="body") from None
-    return raw
+    if not event.get("isBase64Encoded"):
+        return event.get("body") or ""
+    try:
+        return raw_body(event.raw_event).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not valid UTF-8", field="body") from None
 
 
 def _json_body() -> Any:
