@@ -13,10 +13,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m leadflow.local.demo
+	$(BIN)/python -m leadflow_infra.demo
 
 test: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check --no-cache --select F functions infra tests bench
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)

@@ -5,7 +5,7 @@
 
 Every sink is on: Slack, email (SES on moto), the signed generic webhook, HubSpot,
 Salesforce and EventBridge (on moto). Slack, HubSpot, Salesforce and the webhook are
-the real HTTP receivers of ``leadflow.local.receivers`` on 127.0.0.1, answering at
+the real HTTP receivers of ``leadflow_infra.receivers`` on 127.0.0.1, answering at
 once. Everything runs in this one process on one machine: moto, the receivers and the
 handlers share its cores (and the GIL), so the figures bound nothing in AWS; they
 compare runs and show where the time goes.
@@ -61,9 +61,9 @@ from bench.ingest import (
 if str(FUNCTIONS) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS))
 
-from leadflow.local.demo_handoff import team_rules  # noqa: E402
-from leadflow.local.receivers import SinkReceivers  # noqa: E402
-from leadflow.local.stack import LambdaContext  # noqa: E402
+from leadflow_infra.demo.handoff import team_rules  # noqa: E402
+from leadflow_infra.receivers import SinkReceivers  # noqa: E402
+from leadflow_infra.local.stack import LambdaContext  # noqa: E402
 
 KB = 1024
 BATCH_SIZE = 10  # template.yaml: HandoffFunction's MoveStream BatchSize
@@ -242,8 +242,8 @@ def quiet_handlers():
 def stream_records(endpoint: str, table: str, after: str | None = None) -> tuple[list[dict], str | None]:
     """Every record in the table's stream (after sequence number ``after``), in Lambda's
     shape, filtered with the HandoffFunction's FilterCriteria; and the last sequence number."""
-    from leadflow.local.filters import stream_filter
-    from leadflow.local.poller import to_lambda_record
+    from leadflow_infra.local.filters import stream_filter
+    from leadflow_infra.local.stream_poller import to_lambda_record
 
     ddb = harness_client("dynamodb", endpoint)
     streams = harness_client("dynamodbstreams", endpoint)
@@ -342,9 +342,9 @@ def raw_posts(url: str, n: int) -> float:
 def throughput(env: Environment, rx: Receivers, rules: Path, n: int, retry_case: bool = True) -> dict:
     from leadflow import container
     from leadflow.domain.events import parse_event
-    from leadflow.local.moto_server import MotoServer
-    from leadflow.local.queues import create_queues, template_queues
-    from leadflow.local.tables import create_table, template_table_properties
+    from leadflow_infra.local.moto_server import MotoServer
+    from leadflow_infra.local.queues import create_queues, template_queues
+    from leadflow_infra.local.tables import create_table, template_table_properties
 
     moto = MotoServer()
     endpoint = moto.start()
@@ -363,7 +363,7 @@ def throughput(env: Environment, rx: Receivers, rules: Path, n: int, retry_case:
         meter = CallMeter()
         rx.reset()
 
-        import handoff_handler
+        from leadflow.handlers import handoff as handoff_handler
 
         service = container.service()
         warm_n = BATCH_SIZE
@@ -407,7 +407,7 @@ def throughput(env: Environment, rx: Receivers, rules: Path, n: int, retry_case:
             container.reset()
             meter.reset()
             t = time.perf_counter()
-            sweep = container.handoff().sla_sweep()
+            sweep = container.sla_watch().sweep()
             sweep_s = time.perf_counter() - t
             sweep_calls = meter.snapshot()
         return {
@@ -431,10 +431,11 @@ def retried_delivery(rx: Receivers, meter: CallMeter, endpoint: str, queues: dic
     """One more move whose first Slack post is answered 500: the calls of the stream
     handler's invocation, then of each retry-handler invocation its retry messages
     cause, until Slack has the alert (however many the handoff code needs)."""
-    import handoff_handler
+    from leadflow.handlers import handoff as handoff_handler
+    from leadflow.handlers import handoff_retry as handoff_retry_handler
 
     from leadflow.domain.events import parse_event
-    from leadflow.local.sqs_poller import to_lambda_record
+    from leadflow_infra.local.queue_poller import to_lambda_record
 
     service.ingest(parse_event(demo_request("retry", 0)))
     records, _ = stream_records(endpoint, TABLE, after)
@@ -460,7 +461,7 @@ def retried_delivery(rx: Receivers, meter: CallMeter, endpoint: str, queues: dic
                 continue
             at = time.perf_counter() - failed_at
             meter.reset()
-            _, _, failed = run_batches(handoff_handler.retry_handler,
+            _, _, failed = run_batches(handoff_retry_handler.handler,
                                        batches([to_lambda_record(m, arn, REGION) for m in messages]))
             attempts = sorted({json.loads(m["Body"]).get("attempt") for m in messages})
             invocations.append({"role": f"retry handler (message attempt {', '.join(map(str, attempts))})",
@@ -541,9 +542,9 @@ def one_sql(stack: Any, rx: Receivers, marks: Marks, tag: str, i: int, *, retrie
 
 
 def latency(env: Environment, rx: Receivers, rules: Path, n: int, n_retry: int, retry_base: float) -> dict:
-    from leadflow.local.stack import LocalStack
+    from leadflow_infra.local.stack import LocalStack
 
-    import handoff_handler
+    from leadflow.handlers import handoff as handoff_handler
 
     marks = Marks()
     samples: list[dict] = []
@@ -552,9 +553,9 @@ def latency(env: Environment, rx: Receivers, rules: Path, n: int, n_retry: int, 
     env.apply(sink_environment(rx, rules, retry_base=retry_base))
     rx.reset()
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as data, quiet_handlers():
-        stack = LocalStack(api="api_handler:handler", stream="stream_handler:handler", jobs=None,
+        stack = LocalStack(api="leadflow.handlers.api:handler", stream="leadflow.handlers.event_log:handler", jobs=None,
                            handoff=marks.wrap(handoff_handler.handler),
-                           handoff_retry="handoff_handler:retry_handler",
+                           handoff_retry="leadflow.handlers.handoff_retry:handler",
                            data_dir=data, persist=False, access_log=False)
         try:
             stack.start()
@@ -623,7 +624,7 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
     lines += machine()
     lines.append(args.revision)
     lines += [f"- one process, one run: {total_s:.0f} s. moto (ThreadedMotoServer on 127.0.0.1), the Slack, "
-              f"HubSpot, Salesforce and Standard Webhooks receivers (`leadflow.local.receivers`, "
+              f"HubSpot, Salesforce and Standard Webhooks receivers (`leadflow_infra.receivers`, "
               f"ThreadingHTTPServer on 127.0.0.1, answering at once) and the handlers all share this "
               f"machine's cores and one GIL: the figures compare runs and show where time goes; they are "
               f"not AWS figures.",
@@ -738,7 +739,7 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
     pages = sc["query_pages"]
     query_rcu = sum(max(1, math.ceil(sum(p) / (4 * KB))) * 0.5 for p in pages)
     get_rcu = sum(read_units(s) for s in gets)
-    lines += [f"SLA sweep (`Handoff.sla_sweep`, the `{{\"job\": \"sla\"}}` job) over the table's "
+    lines += [f"SLA sweep (`SlaWatch.sweep`, the `{{\"job\": \"sla\"}}` job) over the table's "
               f"{sweep['checked']} SQLs, all just created so no escalation is due (escalated {sweep['escalated']}, "
               f"failed {sweep['failed']}): {tp['sweep_s']:.2f} s, {1000 * tp['sweep_s'] / checked:.1f} ms per SQL.", "",
               "| per SQL checked | result |", "|---|---:|",
@@ -747,7 +748,7 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
               f"bytes) | {get_rcu / checked:g} |",
               f"| read units: GSI1 Query pages (keys only, eventually consistent, {len(pages)} page(s) in all) "
               f"| {query_rcu / checked:.3f} |",
-              f"| write units | 0 (the ledger is read only when an escalation is due) |", "",
+              "| write units | 0 (the ledger is read only when an escalation is due) |", "",
               "The sweep reads every SQL in full, one consistent GetItem each, whether or not anything is "
               "due: its cost grows with the number of open SQLs, every 5 minutes.", ""]
 
@@ -778,7 +779,7 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
               row("API answered -> handoff function invoked (stream poll)", [x["invoked"] - x["answered"] for x in s]),
               row("handoff invoked -> Slack has the alert (claim, POST)", [x["alert"] - x["invoked"] for x in s]),
               row("POST -> all six sinks done (invocation returned)", [x["returned"] - x["sent"] for x in s]), "",
-              f"The floor: the handoff's stream poller (`leadflow.local.poller.StreamPoller`, as `LocalStack` "
+              f"The floor: the handoff's stream poller (`leadflow_infra.local.stream_poller.StreamPoller`, as `LocalStack` "
               f"configures it) reads the stream every {pol['poll_interval'] * 1000:.0f} ms while records flow "
               f"and every {pol['idle_poll_interval'] * 1000:.0f} ms after a second without any, so a record "
               f"waits up to one interval before it is read, plus moto's GetRecords. Slack is the first sink of "
@@ -812,7 +813,7 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
                   f"{len(rt)} samples the p95 (nearest rank) is {'the maximum' if len(rt) <= 20 else 'the 95th'}"
                   + ("; above the 1 s delay, the spread is the time until a long poll returns the released "
                      "message (moto notices an expired delay within about a second, as "
-                     "`leadflow.local.sqs_poller` documents)." if all(x["retry_invocations"] == 1 for x in rt)
+                     "`leadflow_infra.local.queue_poller` documents)." if all(x["retry_invocations"] == 1 for x in rt)
                      else "."), ""]
     ld = lat["deliveries"]
     done = ", ".join(f"{sink} {status} {v}" for (sink, status), v in sorted(ld.items()))
@@ -854,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     out_path = args.out or ROOT / "bench" / ("handoff-results-quick.md" if args.quick else "handoff-results.md")
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    logging.getLogger("leadflow.local").setLevel(logging.ERROR)  # the pollers' retry warnings (section 4)
+    logging.getLogger("leadflow_infra.local").setLevel(logging.ERROR)  # the pollers' retry warnings (section 4)
     logging.getLogger("leadflow").addFilter(EXPECTED_WARNINGS)  # Powertools' Logger: service "leadflow"
 
     started = time.perf_counter()

@@ -119,7 +119,7 @@ def read_units(size: int) -> int:
 
 def gsi_projection() -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """GSI1's key attributes and projection, from template.yaml."""
-    from leadflow.local.tables import template_table_properties
+    from leadflow_infra.local.tables import template_table_properties
 
     props = template_table_properties()
     index = next(i for i in props.get("GlobalSecondaryIndexes", []) if i["IndexName"] == "GSI1")
@@ -226,7 +226,7 @@ def layouts(lead: Any, stored: dict) -> dict[str, int]:
 
     from boto3.dynamodb.types import TypeSerializer
 
-    from leadflow.adapters.keys import LEAD_SK, lead_pk, stage_gsi_pk, stage_gsi_sk
+    from leadflow.adapters.dynamodb.keys import LEAD_SK, lead_pk, stage_gsi_pk, stage_gsi_sk
 
     ser = TypeSerializer()
     data = lead.model_dump(mode="json")
@@ -389,7 +389,7 @@ def new_client(endpoint: str) -> Any:
 
 
 def make_table(client: Any, name: str) -> None:
-    from leadflow.local.tables import create_table, template_table_properties
+    from leadflow_infra.local.tables import create_table, template_table_properties
 
     create_table(client, template_table_properties(), name)
 
@@ -408,11 +408,12 @@ def use_table(name: str) -> Any:
 def cost_per_event(endpoint: str, history: int) -> tuple[list[dict], dict]:
     from boto3.dynamodb.types import TypeDeserializer
 
-    from leadflow.adapters.dynamodb import DynamoLeadStore
+    from leadflow.adapters.dynamodb.store import DynamoLeadStore
     from leadflow.domain.events import parse_event
-    from leadflow.service import LeadService
+    from leadflow.usecases.leads import LeadService
     from leadflow.settings import load_rules
-    from leadflow.stream import handle_change
+    from leadflow.adapters.dynamodb.store import lead_change
+    from leadflow.usecases.event_log import record
 
     client = new_client(endpoint)
     table = "bench-cost"
@@ -437,7 +438,7 @@ def cost_per_event(endpoint: str, history: int) -> tuple[list[dict], dict]:
         for pk, item in puts:
             image = {k: de.deserialize(v) for k, v in item.items()}
             if image.get("applied"):
-                handle_change(store, "MODIFY", {"PK": pk, "SK": "LEAD"}, image)
+                record(store, lead_change("MODIFY", {"PK": pk, "SK": "LEAD"}, image))
         log = {"wcu": sum(write_units(item_size(it)) for it in meter.batch_items), "calls": sum(meter.calls.values())}
         row = {"case": label, "note": note, "lead": result.lead, "moves": len(result.moves),
                "log_wcu": log["wcu"], "log_calls": log["calls"], "capacity": capacity,
@@ -500,7 +501,7 @@ EMF_LINES = [0]
 
 def drive_handler(payloads: list[dict]) -> tuple[float, Counter]:
     """Send prebuilt v2 events through the real Lambda handler, one after another."""
-    import api_handler
+    from leadflow.handlers import api as api_handler
 
     events = [http_event(p) for p in payloads]
     ctx = Context()
@@ -552,7 +553,7 @@ def raw_lead_pairs(client: Any, table: str, n: int) -> tuple[float, int]:
 def handler_in_memory(service: Any, payloads: list[dict]) -> float:
     """The same events through the same handler with the store on an in-memory client:
     what leadflow, Powertools and pydantic cost per event on their own."""
-    from leadflow.adapters.dynamodb import DynamoLeadStore
+    from leadflow.adapters.dynamodb.store import DynamoLeadStore
 
     real = service.store
     service.store = DynamoLeadStore(real.table_name, client=MemoryClient())
@@ -671,7 +672,7 @@ def lead_items(n: int, offset: int = 0) -> list[dict]:
     """Realistic lead items: built by the engine from a sign-up and a page view."""
     from boto3.dynamodb.types import TypeSerializer
 
-    from leadflow.adapters.dynamodb import lead_to_item
+    from leadflow.adapters.dynamodb.store import lead_to_item
     from leadflow.domain.engine import apply_event, new_lead
     from leadflow.domain.events import finalise, parse_event
     from leadflow.domain.lead import lead_id_for_email

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from leadflow.adapters.dynamodb import DynamoLeadStore
-from leadflow.service import LeadService
-from leadflow.settings import rules, settings, sink_settings
+from leadflow.adapters.dynamodb.store import DynamoLeadStore
+from leadflow.usecases.leads import LeadService
+from leadflow.settings import Settings, rules, settings
+from leadflow.settings import reset as reset_settings
 
 
 @lru_cache(maxsize=1)
@@ -14,38 +15,38 @@ def service() -> LeadService:
     return LeadService(DynamoLeadStore(settings().table_name), rules())
 
 
-def build_sinks(cfg, reject_reasons: list[str]) -> list:
+def build_sinks(cfg: Settings, reject_reasons: list[str]) -> list:
     """The sinks the configuration turns on, in delivery order: people first (Slack is
     the speed-to-lead path), then the CRMs and EventBridge."""
     sinks: list = []
     if cfg.slack_webhook_url:
-        from leadflow.sinks.slack import SlackSink
+        from leadflow.adapters.sinks.slack import SlackSink
 
-        sinks.append(SlackSink(cfg.slack_webhook_url, timeout=cfg.timeout_s, reject_reasons=reject_reasons))
+        sinks.append(SlackSink(cfg.slack_webhook_url, timeout=cfg.sink_timeout_s, reject_reasons=reject_reasons))
     if cfg.ses_from:
-        from leadflow.sinks.email import EmailSink
+        from leadflow.adapters.sinks.ses import EmailSink
 
         sinks.append(EmailSink(cfg.ses_from, fallback_recipient=cfg.sales_email))
     if cfg.crm_webhook_url:
-        from leadflow.sinks.webhook import WebhookSink
+        from leadflow.adapters.sinks.crm_webhook import WebhookSink
 
         if not cfg.crm_webhook_secret:
             raise ValueError("LEADFLOW_CRM_WEBHOOK_URL is set but LEADFLOW_CRM_WEBHOOK_SECRET is not: the push must be signed")
-        sinks.append(WebhookSink(cfg.crm_webhook_url, cfg.crm_webhook_secret, timeout=cfg.timeout_s))
+        sinks.append(WebhookSink(cfg.crm_webhook_url, cfg.crm_webhook_secret, timeout=cfg.sink_timeout_s))
     if cfg.hubspot_token:
-        from leadflow.sinks.hubspot import HubSpotSink
+        from leadflow.adapters.sinks.hubspot import HubSpotSink
 
-        sinks.append(HubSpotSink(cfg.hubspot_token, base_url=cfg.hubspot_base_url, timeout=cfg.timeout_s))
+        sinks.append(HubSpotSink(cfg.hubspot_token, base_url=cfg.hubspot_base_url, timeout=cfg.sink_timeout_s))
     if cfg.salesforce_instance_url:
-        from leadflow.sinks.salesforce import SalesforceSink
+        from leadflow.adapters.sinks.salesforce import SalesforceSink
 
         if not (cfg.salesforce_client_id and cfg.salesforce_client_secret):
             raise ValueError("LEADFLOW_SALESFORCE_INSTANCE_URL needs LEADFLOW_SALESFORCE_CLIENT_ID and _CLIENT_SECRET")
         sinks.append(SalesforceSink(cfg.salesforce_instance_url, cfg.salesforce_client_id, cfg.salesforce_client_secret,
                                     external_id_field=cfg.salesforce_external_id_field,
-                                    api_version=cfg.salesforce_api_version, timeout=cfg.timeout_s))
+                                    api_version=cfg.salesforce_api_version, timeout=cfg.sink_timeout_s))
     if cfg.event_bus:
-        from leadflow.sinks.eventbridge import EventBridgeSink
+        from leadflow.adapters.sinks.eventbridge import EventBridgeSink
 
         sinks.append(EventBridgeSink(cfg.event_bus))
     return sinks
@@ -53,42 +54,48 @@ def build_sinks(cfg, reject_reasons: list[str]) -> list:
 
 @lru_cache(maxsize=1)
 def handoff():
-    from leadflow.adapters.ledger import DynamoDeliveryLedger
+    from leadflow.adapters.dynamodb.ledger import DynamoDeliveryLedger
     from leadflow.adapters.sqs import SqsOutbox
-    from leadflow.handoff import Handoff, RetryPolicy
+    from leadflow.usecases.handoff import Handoff, RetryPolicy
 
-    cfg = sink_settings()
+    cfg = settings()
     the_rules = rules()
-    escalate = _slack_escalation(cfg) if cfg.slack_webhook_url else None
     return Handoff(
         build_sinks(cfg, list(the_rules.handoff.reject_reasons)),
         DynamoDeliveryLedger(settings().table_name, client=service().store.client),
         SqsOutbox(cfg.retry_queue_url, cfg.dead_letter_queue_url),
         the_rules,
-        store=service().store,
-        policy=RetryPolicy(max_attempts=cfg.max_attempts, base_seconds=cfg.retry_base_s),
-        escalate=escalate,
+        policy=RetryPolicy(max_attempts=cfg.retry_max_attempts, base_seconds=cfg.retry_base_s),
     )
 
 
-def _slack_escalation(cfg):
-    """SLA escalations: to the owner in the alerts channel, to the manager in the
-    escalation channel (the alerts channel when there is none)."""
-    from leadflow.sinks import slack
-    from leadflow.sinks.slack_blocks import escalation_message
+@lru_cache(maxsize=1)
+def sla_watch():
+    from leadflow.adapters.dynamodb.ledger import DynamoDeliveryLedger
+    from leadflow.usecases.sla_watch import SlaWatch
 
-    def escalate(notify, notice, level, mention, waited_minutes):
-        url = cfg.slack_escalation_webhook_url if notify == "manager" and cfg.slack_escalation_webhook_url else cfg.slack_webhook_url
-        slack.post(url, escalation_message(notice, level=level, mention=mention, overdue_minutes=waited_minutes),
-                   timeout=cfg.timeout_s)
+    cfg = settings()
+    escalator = None
+    if cfg.slack_webhook_url:
+        from leadflow.adapters.sinks.slack import SlackEscalator
 
-    return escalate
+        escalator = SlackEscalator(cfg.slack_webhook_url, cfg.slack_escalation_webhook_url, timeout=cfg.sink_timeout_s)
+    store = service().store
+    return SlaWatch(store, DynamoDeliveryLedger(settings().table_name, client=store.client), escalator, rules())
+
+
+@lru_cache(maxsize=1)
+def sales_actions():
+    from leadflow.adapters.sinks.slack import SlackReplies
+    from leadflow.usecases.sales_actions import SalesActions
+
+    return SalesActions(service(), SlackReplies())
 
 
 def reset() -> None:
     """Forget everything cached: settings, rules, clients (tests and the local stack)."""
     service.cache_clear()
     handoff.cache_clear()
-    settings.cache_clear()
-    sink_settings.cache_clear()
-    rules.cache_clear()
+    sla_watch.cache_clear()
+    sales_actions.cache_clear()
+    reset_settings()

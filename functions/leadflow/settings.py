@@ -1,12 +1,23 @@
-"""Configuration, typed and read once per cold start."""
+"""Configuration: one typed model, read from the environment once per cold start.
+
+Every field names the environment variable it is read from (its alias); a test derives
+the list from this model and checks that `template.yaml` declares each one. A bad
+value (a timeout that is not a number, 0 attempts) fails the cold start with the
+variable's name, not a request later.
+
+Secrets arrive as a literal or as `ssm:<name>` / `secretsmanager:<id>`, and are
+resolved only when first used: the API function never pays for the sinks' secrets.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from leadflow.domain.rules import Rules, parse_rules
 
@@ -15,7 +26,7 @@ WEBHOOK_SOURCES = ("hubspot", "mautic", "typeform", "calendly", "sendgrid", "sla
 
 
 def resolve_secret(value: str | None) -> str | None:
-    """A literal, or `ssm:<name>` / `secretsmanager:<id>` resolved (and cached) at cold start."""
+    """A literal as is, or `ssm:<name>` / `secretsmanager:<id>` fetched (and cached 5 minutes)."""
     if not value:
         return None
     if value.startswith("ssm:"):
@@ -29,91 +40,118 @@ def resolve_secret(value: str | None) -> str | None:
     return value
 
 
-def _float(env: dict, name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+def _env(name: str, default: Any = None, **constraints: Any) -> Any:
+    return Field(default, alias=name, **constraints)
 
 
-@dataclass(frozen=True)
-class Sinks:
-    """Where stage moves go. A sink is on when its URL, token or address is set."""
+class Settings(BaseModel):
+    """Everything the functions read from their environment. Fields ending in `_ref`
+    hold secrets as configured; the property of the same name without `_ref` resolves them."""
 
-    slack_webhook_url: str | None = None
-    slack_escalation_webhook_url: str | None = None
-    ses_from: str | None = None
-    sales_email: str | None = None  # the alert email's recipient when a lead has no owner
-    crm_webhook_url: str | None = None
-    crm_webhook_secret: str | None = None
-    hubspot_token: str | None = None
-    hubspot_base_url: str = "https://api.hubapi.com"
-    salesforce_instance_url: str | None = None
-    salesforce_client_id: str | None = None
-    salesforce_client_secret: str | None = None
-    salesforce_external_id_field: str = "Leadflow_Id__c"
-    salesforce_api_version: str = "v60.0"
-    event_bus: str | None = None
-    timeout_s: float = 5.0
-    retry_queue_url: str | None = None
-    dead_letter_queue_url: str | None = None
-    retry_base_s: float = 1.0
-    max_attempts: int = 10
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
+    # -- the application
+    table_name: str = _env("LEADFLOW_TABLE", "leadflow", min_length=3)
+    rules_path: str | None = _env("LEADFLOW_RULES")
+    public_url: str | None = _env("LEADFLOW_PUBLIC_URL")  # the API's public base URL behind a proxy/custom domain
+    api_key_ref: str | None = _env("LEADFLOW_API_KEY")
 
-@dataclass(frozen=True)
-class Settings:
-    table_name: str
-    rules_path: str | None
-    api_key: str | None
-    webhook_secrets: dict[str, str]
-    public_url: str | None = None  # the API's public base URL, when a proxy or custom domain fronts it
+    # -- inbound webhooks: the secret that verifies each source
+    hubspot_webhook_secret_ref: str | None = _env("LEADFLOW_WEBHOOK_SECRET_HUBSPOT")
+    mautic_webhook_secret_ref: str | None = _env("LEADFLOW_WEBHOOK_SECRET_MAUTIC")
+    typeform_webhook_secret_ref: str | None = _env("LEADFLOW_WEBHOOK_SECRET_TYPEFORM")
+    calendly_webhook_secret_ref: str | None = _env("LEADFLOW_WEBHOOK_SECRET_CALENDLY")
+    sendgrid_webhook_secret_ref: str | None = _env("LEADFLOW_WEBHOOK_SECRET_SENDGRID")
+    slack_webhook_secret_ref: str | None = _env("LEADFLOW_WEBHOOK_SECRET_SLACK")
+    generic_webhook_secret_ref: str | None = _env("LEADFLOW_WEBHOOK_SECRET_GENERIC")
+
+    # -- where stage moves go (a sink is on when its URL, token or address is set)
+    slack_webhook_url_ref: str | None = _env("LEADFLOW_SLACK_WEBHOOK_URL")
+    slack_escalation_webhook_url_ref: str | None = _env("LEADFLOW_SLACK_ESCALATION_WEBHOOK_URL")
+    ses_from: str | None = _env("LEADFLOW_SES_FROM")
+    sales_email: str | None = _env("LEADFLOW_SALES_EMAIL")  # the alert email's recipient when a lead has no owner
+    crm_webhook_url_ref: str | None = _env("LEADFLOW_CRM_WEBHOOK_URL")
+    crm_webhook_secret_ref: str | None = _env("LEADFLOW_CRM_WEBHOOK_SECRET")
+    hubspot_token_ref: str | None = _env("LEADFLOW_HUBSPOT_TOKEN")
+    hubspot_base_url: str = _env("LEADFLOW_HUBSPOT_BASE_URL", "https://api.hubapi.com")
+    salesforce_instance_url: str | None = _env("LEADFLOW_SALESFORCE_INSTANCE_URL")
+    salesforce_client_id_ref: str | None = _env("LEADFLOW_SALESFORCE_CLIENT_ID")
+    salesforce_client_secret_ref: str | None = _env("LEADFLOW_SALESFORCE_CLIENT_SECRET")
+    salesforce_external_id_field: str = _env("LEADFLOW_SALESFORCE_EXTERNAL_ID_FIELD", "Leadflow_Id__c")
+    salesforce_api_version: str = _env("LEADFLOW_SALESFORCE_API_VERSION", "v60.0", pattern=r"^v\d+\.\d+$")
+    event_bus: str | None = _env("LEADFLOW_EVENT_BUS")
+
+    # -- delivery
+    sink_timeout_s: float = _env("LEADFLOW_SINK_TIMEOUT", 5.0, gt=0, le=60)
+    retry_queue_url: str | None = _env("LEADFLOW_RETRY_QUEUE_URL")
+    dead_letter_queue_url: str | None = _env("LEADFLOW_DLQ_URL")
+    retry_base_s: float = _env("LEADFLOW_RETRY_BASE_SECONDS", 1.0, ge=0, le=900)
+    retry_max_attempts: int = _env("LEADFLOW_RETRY_MAX_ATTEMPTS", 10, ge=1, le=50)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any, info) -> Any:
+        """The template passes "" for a feature that is off."""
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name].default
+        return value
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        env = os.environ
-        secrets = {}
-        for source in WEBHOOK_SOURCES:
-            value = resolve_secret(env.get(f"LEADFLOW_WEBHOOK_SECRET_{source.upper()}"))
-            if value:
-                secrets[source] = value
-        return cls(
-            table_name=env.get("LEADFLOW_TABLE", "leadflow"),
-            rules_path=env.get("LEADFLOW_RULES") or None,
-            api_key=resolve_secret(env.get("LEADFLOW_API_KEY")),
-            webhook_secrets=secrets,
-            public_url=env.get("LEADFLOW_PUBLIC_URL") or None,
-        )
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        try:
+            return cls.model_validate({k: v for k, v in env.items() if k in VARIABLES})
+        except ValidationError as exc:
+            problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())  # loc is the variable
+            raise ValueError(f"invalid configuration: {problems}") from None
+
+    # -- secrets, resolved on first use
+
+    @cached_property
+    def api_key(self) -> str | None:
+        return resolve_secret(self.api_key_ref)
+
+    @cached_property
+    def slack_webhook_url(self) -> str | None:
+        return resolve_secret(self.slack_webhook_url_ref)
+
+    @cached_property
+    def slack_escalation_webhook_url(self) -> str | None:
+        return resolve_secret(self.slack_escalation_webhook_url_ref)
+
+    @cached_property
+    def crm_webhook_url(self) -> str | None:
+        return resolve_secret(self.crm_webhook_url_ref)
+
+    @cached_property
+    def crm_webhook_secret(self) -> str | None:
+        return resolve_secret(self.crm_webhook_secret_ref)
+
+    @cached_property
+    def hubspot_token(self) -> str | None:
+        return resolve_secret(self.hubspot_token_ref)
+
+    @cached_property
+    def salesforce_client_id(self) -> str | None:
+        return resolve_secret(self.salesforce_client_id_ref)
+
+    @cached_property
+    def salesforce_client_secret(self) -> str | None:
+        return resolve_secret(self.salesforce_client_secret_ref)
+
+    def webhook_secret(self, source: str) -> str | None:
+        """The secret that verifies inbound webhooks from `source` (one of WEBHOOK_SOURCES)."""
+        if source not in WEBHOOK_SOURCES:
+            raise KeyError(source)
+        return _resolved(getattr(self, f"{source}_webhook_secret_ref"))
 
 
-def sinks_from_env(env) -> Sinks:
-    def opt(name: str) -> str | None:
-        return env.get(name) or None
+VARIABLES = frozenset(field.alias for field in Settings.model_fields.values())
 
-    return Sinks(
-        slack_webhook_url=resolve_secret(opt("LEADFLOW_SLACK_WEBHOOK_URL")),
-        slack_escalation_webhook_url=resolve_secret(opt("LEADFLOW_SLACK_ESCALATION_WEBHOOK_URL")),
-        ses_from=opt("LEADFLOW_SES_FROM"),
-        sales_email=opt("LEADFLOW_SALES_EMAIL"),
-        crm_webhook_url=resolve_secret(opt("LEADFLOW_CRM_WEBHOOK_URL")),
-        crm_webhook_secret=resolve_secret(opt("LEADFLOW_CRM_WEBHOOK_SECRET")),
-        hubspot_token=resolve_secret(opt("LEADFLOW_HUBSPOT_TOKEN")),
-        hubspot_base_url=opt("LEADFLOW_HUBSPOT_BASE_URL") or "https://api.hubapi.com",
-        salesforce_instance_url=opt("LEADFLOW_SALESFORCE_INSTANCE_URL"),
-        salesforce_client_id=resolve_secret(opt("LEADFLOW_SALESFORCE_CLIENT_ID")),
-        salesforce_client_secret=resolve_secret(opt("LEADFLOW_SALESFORCE_CLIENT_SECRET")),
-        salesforce_external_id_field=opt("LEADFLOW_SALESFORCE_EXTERNAL_ID_FIELD") or "Leadflow_Id__c",
-        salesforce_api_version=opt("LEADFLOW_SALESFORCE_API_VERSION") or "v60.0",
-        event_bus=opt("LEADFLOW_EVENT_BUS"),
-        timeout_s=_float(env, "LEADFLOW_SINK_TIMEOUT", 5.0),
-        retry_queue_url=opt("LEADFLOW_RETRY_QUEUE_URL"),
-        dead_letter_queue_url=opt("LEADFLOW_DLQ_URL"),
-        retry_base_s=_float(env, "LEADFLOW_RETRY_BASE_SECONDS", 1.0),
-        max_attempts=int(_float(env, "LEADFLOW_RETRY_MAX_ATTEMPTS", 10)),
-    )
+
+@lru_cache(maxsize=32)
+def _resolved(ref: str | None) -> str | None:
+    return resolve_secret(ref)
 
 
 @lru_cache(maxsize=1)
@@ -121,23 +159,16 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-@lru_cache(maxsize=1)
-def sink_settings() -> Sinks:
-    """Read (and secrets resolved) only by the functions that deliver: the API
-    function's cold start does not pay for the sinks' secrets."""
-    return sinks_from_env(os.environ)
-
-
 def load_rules(path: str | None) -> Rules:
     import yaml
+
+    from leadflow.domain.errors import RulesError
 
     if path:
         source = Path(path)
         try:
             text = source.read_text(encoding="utf-8")
         except OSError as exc:
-            from leadflow.domain.errors import RulesError
-
             raise RulesError(f"cannot read rules file {path}: {exc.strerror}") from None
         name = str(source)
     else:
@@ -146,8 +177,6 @@ def load_rules(path: str | None) -> Rules:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        from leadflow.domain.errors import RulesError
-
         raise RulesError(f"{name} is not valid YAML: {exc}") from None
     return parse_rules(data, source=name)
 
@@ -155,3 +184,10 @@ def load_rules(path: str | None) -> Rules:
 @lru_cache(maxsize=1)
 def rules() -> Rules:
     return load_rules(settings().rules_path)
+
+
+def reset() -> None:
+    """Forget the settings, rules and resolved secrets (tests, and the local stack's restarts)."""
+    settings.cache_clear()
+    rules.cache_clear()
+    _resolved.cache_clear()

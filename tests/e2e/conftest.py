@@ -25,9 +25,25 @@ def free_port() -> int:
 
 
 class Client:
-    def __init__(self, base: str, token: str | None = API_KEY):
+    def __init__(self, base: str, token: str | None = API_KEY, data: Path | None = None):
         self.base = base
         self.token = token
+        self.data = data  # the stack's data directory (its stack.json says where moto listens)
+
+    def aws(self, service: str):
+        """A boto3 client on the running stack's embedded endpoint."""
+        import boto3
+
+        info = json.loads((self.data / "stack.json").read_text())
+        return boto3.session.Session().client(service, endpoint_url=info["endpoint_url"], region_name=info["region"],
+                                              aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def items(self, lead_id: str, prefix: str) -> list[dict]:
+        """The table's items of one lead whose sort key starts with `prefix` (EVENT#, SEND#)."""
+        info = json.loads((self.data / "stack.json").read_text())
+        return self.aws("dynamodb").query(
+            TableName=info["table"], KeyConditionExpression="PK = :pk AND begins_with(SK, :p)",
+            ExpressionAttributeValues={":pk": {"S": f"LEAD#{lead_id}"}, ":p": {"S": prefix}})["Items"]
 
     def request(self, method: str, path: str, body=None, *, raw: bytes | None = None, headers=None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
@@ -57,7 +73,7 @@ def serving(data: Path, env: dict[str, str], *args: str):
     full_env = {**os.environ, "PYTHONPATH": str(ROOT / "functions"), **env}
     log_path = data / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "leadflow.cli", "serve", "--port", str(port), "--data-dir",
+        proc = subprocess.Popen([sys.executable, "-m", "leadflow_infra.cli", "serve", "--port", str(port), "--data-dir",
                                  str(data), "--quiet", *args], cwd=ROOT, env=full_env, stdout=log,
                                 stderr=subprocess.STDOUT, text=True)
         base = f"http://127.0.0.1:{port}"
@@ -86,4 +102,16 @@ def serving(data: Path, env: dict[str, str], *args: str):
 def stack(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     with serving(data, {"LEADFLOW_API_KEY": API_KEY, "LEADFLOW_WEBHOOK_SECRET_GENERIC": GENERIC_SECRET}) as base:
-        yield Client(base)
+        yield Client(base, data=data)
+
+
+def wait_until(condition, timeout: float = 20.0, interval: float = 0.1):
+    """Poll `condition` until it returns something truthy (returned) or `timeout` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

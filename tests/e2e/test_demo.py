@@ -29,9 +29,9 @@ PERSONAS = {
 @pytest.fixture(scope="module")
 def demo() -> subprocess.CompletedProcess[str]:
     # Importable from the checkout even where the package is not installed.
-    path = os.pathsep.join(p for p in (str(REPO / "functions"), os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (str(REPO / "functions"), str(REPO), os.environ.get("PYTHONPATH")) if p)
     return subprocess.run(
-        [sys.executable, "-m", "leadflow.local.demo"],
+        [sys.executable, "-m", "leadflow_infra.demo"],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": path},
         capture_output=True,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.e2e.conftest import GENERIC_SECRET, Client
+from tests.e2e.conftest import GENERIC_SECRET, Client, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -133,7 +132,7 @@ def test_illegal_feedback_is_409_and_reject_needs_reason(stack: Client):
 def test_erasure_removes_lead_history_and_event_log(stack: Client):
     who = email("erase")
     _, body = stack.post("/v1/events", {"type": "identify", "email": who, "anonymous_id": f"v-{uuid.uuid4().hex}"})
-    time.sleep(0.5)  # let the stream write the event log
+    wait_until(lambda: stack.items(body["lead_id"], "EVENT#"))  # the stream has written the event log
     status, out = stack.request("DELETE", f"/v1/leads/{body['lead_id']}")
     assert status == 200 and out["items_deleted"] >= 2
     assert stack.get(f"/v1/leads/{body['lead_id']}")[0] == 404

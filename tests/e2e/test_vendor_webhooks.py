@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from leadflow.webhooks.signatures import generate_sendgrid_keypair
+from leadflow.adapters.vendor_webhooks.signatures import generate_sendgrid_keypair
 from tests.e2e.conftest import API_KEY, ROOT, Client, serving
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +38,7 @@ def served(tmp_path_factory):
 
 def webhooks_test(served, source: str, path: Path, *, secret: str | None = None) -> tuple[int, dict]:
     secret = secret or (str(served["key_file"]) if source == "sendgrid" else SECRETS[source])
-    done = subprocess.run([sys.executable, "-m", "leadflow.cli", "webhooks", "test", source, str(path),
+    done = subprocess.run([sys.executable, "-m", "leadflow_infra.cli", "webhooks", "test", source, str(path),
                            "--data-dir", str(served["data"]), "--secret", secret],
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "functions")},
                           capture_output=True, text=True, timeout=60)

@@ -11,19 +11,21 @@ from typing import Any
 
 import pytest
 
-from leadflow.infra_template import find_template, load_template, table_properties
+from leadflow.settings import VARIABLES
+
+from leadflow_infra.template import find_template, load_template, table_properties
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 
-FUNCTIONS = ["ApiFunction", "StreamFunction", "HandoffFunction", "HandoffRetryFunction", "JobsFunction"]
+FUNCTIONS = ["ApiFunction", "EventLogFunction", "HandoffFunction", "HandoffRetryFunction", "JobsFunction"]
 HANDLERS = {
-    "ApiFunction": "api_handler.handler",
-    "StreamFunction": "stream_handler.handler",
-    "HandoffFunction": "handoff_handler.handler",
-    "HandoffRetryFunction": "handoff_handler.retry_handler",
-    "JobsFunction": "jobs_handler.handler",
+    "ApiFunction": "leadflow.handlers.api.handler",
+    "EventLogFunction": "leadflow.handlers.event_log.handler",
+    "HandoffFunction": "leadflow.handlers.handoff.handler",
+    "HandoffRetryFunction": "leadflow.handlers.handoff_retry.handler",
+    "JobsFunction": "leadflow.handlers.jobs.handler",
 }
 WEBHOOK_SOURCES = ["HUBSPOT", "MAUTIC", "TYPEFORM", "CALENDLY", "SENDGRID", "SLACK", "GENERIC"]
 SECRET_VARIABLES = [
@@ -43,6 +45,7 @@ CONTRACT_VARIABLES = [
     "LOG_LEVEL",
 ]
 INTRINSIC_KEYS = {"Ref", "Condition"}
+SETTINGS_VARIABLES = set(VARIABLES)  # derived from the settings model: what the functions read
 
 
 # ---------------------------------------------------------------- helpers
@@ -136,7 +139,7 @@ def stream_record(sk: str, event_name: str = "MODIFY", **attributes: str) -> dic
 def invokes(template: dict, function: str, record: dict) -> bool:
     """Whether Lambda's event filtering lets `record` through to `function` (the local
     stack's pollers compile the same patterns)."""
-    from leadflow.local.filters import compile_filters
+    from leadflow_infra.local.filters import compile_filters
 
     event = only_event(function_properties(template, function), "DynamoDB")
     return compile_filters(event["FilterCriteria"])(record)
@@ -281,7 +284,7 @@ def test_leads_table_property_read_by_local_stack_is_plain_literal(template, key
 
 
 def test_stream_event_with_failures_reports_items_bisects_and_bounds_retries(template):
-    event = only_event(function_properties(template, "StreamFunction"), "DynamoDB")
+    event = only_event(function_properties(template, "EventLogFunction"), "DynamoDB")
 
     assert event["Stream"] == {"Fn::GetAtt": ["LeadsTable", "StreamArn"]}
     assert event["StartingPosition"] == "LATEST"
@@ -294,7 +297,7 @@ def test_stream_event_with_failures_reports_items_bisects_and_bounds_retries(tem
 
 
 def test_stream_event_after_last_retry_sends_to_sqs_dead_letter_queue(template):
-    event = only_event(function_properties(template, "StreamFunction"), "DynamoDB")
+    event = only_event(function_properties(template, "EventLogFunction"), "DynamoDB")
 
     on_failure = event["DestinationConfig"]["OnFailure"]
 
@@ -317,7 +320,7 @@ def test_stream_event_after_last_retry_sends_to_sqs_dead_letter_queue(template):
     ],
 )
 def test_stream_filter_invokes_event_log_only_for_applied_events_and_erasures(template, sk, event_name, attributes, expected):
-    assert invokes(template, "StreamFunction", stream_record(sk, event_name, **attributes)) is expected
+    assert invokes(template, "EventLogFunction", stream_record(sk, event_name, **attributes)) is expected
 
 
 @pytest.mark.parametrize(
@@ -427,13 +430,36 @@ def test_function_policies_grant_crud_on_leads_table_only(template, function):
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_function_runtime_is_python311_arm64_with_active_tracing(template, function):
+def test_function_runtime_is_python311_arm64_with_tracing_from_the_parameter(template, function):
     props = function_properties(template, function)
 
     assert props["Runtime"] == "python3.11"
     assert props["Architectures"] == ["arm64"]
-    assert props["Tracing"] == "Active"
+    assert props["Tracing"] == {"Ref": "Tracing"}
+    assert props["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == {
+        "Fn::If": ["IsTracingActive", "false", "true"]}
     assert props["CodeUri"] == "functions/"
+
+
+def test_tracing_is_off_unless_asked_for(template):
+    parameter = template["Parameters"]["Tracing"]
+
+    assert parameter["Default"] == "PassThrough" and set(parameter["AllowedValues"]) == {"Active", "PassThrough"}
+    assert template["Conditions"]["IsTracingActive"] == {"Fn::Equals": [{"Ref": "Tracing"}, "Active"]}
+
+
+@pytest.mark.parametrize("variable", sorted(SETTINGS_VARIABLES))
+def test_every_setting_the_functions_read_is_declared_for_every_function(template, variable):
+    for function in FUNCTIONS:
+        assert variable in function_properties(template, function)["Environment"]["Variables"], function
+
+
+def test_no_variable_is_declared_that_nothing_reads(template):
+    declared = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL",
+                  "POWERTOOLS_TRACE_DISABLED", "LOG_LEVEL"}
+
+    assert declared - SETTINGS_VARIABLES - powertools == set()
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -441,7 +467,7 @@ def test_function_handler_points_at_module_defining_handler(template, function):
     handler = function_properties(template, function)["Handler"]
     assert handler == HANDLERS[function]
     module, attribute = handler.rsplit(".", 1)
-    source = FUNCTIONS_DIR / f"{module}.py"
+    source = FUNCTIONS_DIR / f"{module.replace('.', '/')}.py"
 
     assert source.is_file(), f"{source} does not exist"
     assert re.search(rf"^(async\s+)?def {attribute}\(", source.read_text(encoding="utf-8"), re.MULTILINE)
@@ -510,7 +536,7 @@ def test_function_errors_and_throttles_raise_alarm_on_first_occurrence(template,
     assert alarms[0]["ComparisonOperator"] == "GreaterThanThreshold"
 
 
-@pytest.mark.parametrize("function", ["StreamFunction", "HandoffFunction"])
+@pytest.mark.parametrize("function", ["EventLogFunction", "HandoffFunction"])
 def test_stream_function_iterator_age_has_alarm(template, function):
     assert len(alarms_on(template, "AWS/Lambda", "IteratorAge", {"Ref": function})) == 1
 

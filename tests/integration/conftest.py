@@ -7,8 +7,8 @@ import pytest
 from moto import mock_aws
 
 from leadflow import container
-from leadflow.local.atomic import make_dynamodb_atomic
-from leadflow.local.tables import create_table, template_table_properties
+from leadflow_infra.local.atomic import make_dynamodb_atomic
+from leadflow_infra.local.tables import create_table, template_table_properties
 
 make_dynamodb_atomic()
 
@@ -30,7 +30,7 @@ def aws(monkeypatch):
 
 @pytest.fixture
 def store(aws):
-    from leadflow.adapters.dynamodb import DynamoLeadStore
+    from leadflow.adapters.dynamodb.store import DynamoLeadStore
 
     return DynamoLeadStore(TABLE, client=aws)
 
@@ -72,7 +72,7 @@ def http_event(method: str, path: str, body=None, *, headers=None, query: str = 
 
 @pytest.fixture
 def call(aws):
-    import api_handler
+    from leadflow.handlers import api as api_handler
 
     def _call(method: str, path: str, body=None, **kw):
         resp = api_handler.handler(http_event(method, path, body, **kw), Context())

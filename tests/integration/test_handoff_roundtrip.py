@@ -9,13 +9,13 @@ import boto3
 import pytest
 
 from leadflow import container
-from leadflow.local.filters import stream_filter
-from leadflow.local.moto_server import MotoServer
-from leadflow.local.poller import to_lambda_record
-from leadflow.local.queues import create_queues, template_queues
-from leadflow.local.receivers import SlackReceiver, WebhookReceiver
-from leadflow.local.sqs_poller import to_lambda_record as to_sqs_record
-from leadflow.local.tables import create_table, template_table_properties
+from leadflow_infra.local.filters import stream_filter
+from leadflow_infra.local.moto_server import MotoServer
+from leadflow_infra.local.stream_poller import to_lambda_record
+from leadflow_infra.local.queues import create_queues, template_queues
+from leadflow_infra.receivers import SlackReceiver, WebhookReceiver
+from leadflow_infra.local.queue_poller import to_lambda_record as to_sqs_record
+from leadflow_infra.local.tables import create_table, template_table_properties
 from tests.integration.conftest import TABLE, Context
 
 SECRET = "whsec_" + "aW50ZWdyYXRpb24tdGVzdC1zZWNyZXQ="
@@ -71,7 +71,7 @@ def stack(aws):
 
 
 def test_sql_write_reaches_slack_and_crm_once_even_when_the_batch_is_redelivered(stack, call):
-    import handoff_handler
+    from leadflow.handlers import handoff as handoff_handler
 
     call("POST", "/v1/events", {"type": "page_viewed", "email": "jane@acme.io", "properties": {"url": "/blog"}})
     call("POST", "/v1/events", {"type": "form_submitted", "email": "jane@acme.io", "traits": BUYER,
@@ -91,7 +91,8 @@ def test_sql_write_reaches_slack_and_crm_once_even_when_the_batch_is_redelivered
 
 
 def test_crm_outage_goes_to_the_retry_queue_and_the_retry_handler_delivers_it_once(stack, call):
-    import handoff_handler
+    from leadflow.handlers import handoff as handoff_handler
+    from leadflow.handlers import handoff_retry as handoff_retry_handler
 
     stack["webhook"].fail_next(1, status=503)
     call("POST", "/v1/events", {"type": "form_submitted", "email": "ann@acme.io", "traits": BUYER,
@@ -103,8 +104,8 @@ def test_crm_outage_goes_to_the_retry_queue_and_the_retry_handler_delivers_it_on
     messages = sqs.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=2,
                                    MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])["Messages"]
     event = {"Records": [to_sqs_record(m, queue.arn, "us-east-1") for m in messages]}
-    result = handoff_handler.retry_handler(event, Context())
-    replayed = handoff_handler.retry_handler(event, Context())  # SQS delivers at least once
+    result = handoff_retry_handler.handler(event, Context())
+    replayed = handoff_retry_handler.handler(event, Context())  # SQS delivers at least once
 
     assert [json.loads(m["Body"])["sink"] for m in messages] == ["webhook"]
     assert result == replayed == {"batchItemFailures": []}

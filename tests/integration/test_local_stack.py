@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from leadflow.local.gateway import Gateway
-from leadflow.local.poller import DeadLetterFile
-from leadflow.local.poller import is_lead_record
-from leadflow.local.stack import LocalStack
-from leadflow.local.tables import create_table_kwargs, template_table_properties
+from leadflow_infra.local.gateway import Gateway
+from leadflow_infra.local.stream_poller import DeadLetterFile
+from leadflow_infra.local.stream_poller import is_lead_record
+from leadflow_infra.local.stack import LocalStack
+from leadflow_infra.local.tables import create_table_kwargs, template_table_properties
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = "leadflow"
@@ -587,9 +587,9 @@ def test_serve_command_runs_real_handlers_until_sigterm_then_exits_zero_and_save
     port = free_port()
     data_dir = tmp_path / "serve"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "functions"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "functions"), str(REPO), env.get("PYTHONPATH")]))
     process = subprocess.Popen(
-        [sys.executable, "-m", "leadflow.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), "--quiet"],
+        [sys.executable, "-m", "leadflow_infra.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), "--quiet"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

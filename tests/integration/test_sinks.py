@@ -17,17 +17,18 @@ from moto import mock_aws
 from standardwebhooks.webhooks import Webhook
 
 from leadflow.domain.handoff import Notice, Owner
-from leadflow.sinks import http
-from leadflow.sinks.base import PermanentError, RetryableError
-from leadflow.sinks.email import EmailSink
-from leadflow.sinks.eventbridge import EventBridgeSink
-from leadflow.sinks.hubspot import HubSpotSink
-from leadflow.sinks.salesforce import SalesforceSink
-from leadflow.sinks.slack import SlackSink, post
-from leadflow.sinks.slack_blocks import decided_message
-from leadflow.sinks.webhook import WebhookSink, payload
+from leadflow.adapters.sinks import http
+from leadflow.domain.errors import PermanentError, RetryableError
+from leadflow.adapters.sinks.ses import EmailSink
+from leadflow.adapters.sinks.eventbridge import EventBridgeSink
+from leadflow.adapters.sinks.hubspot import HubSpotSink
+from leadflow.adapters.sinks.salesforce import SalesforceSink
+from leadflow.adapters.sinks.slack import SlackSink, post
+from leadflow.adapters.sinks.slack_blocks import decided_message
+from leadflow.adapters.sinks.crm_webhook import WebhookSink
+from leadflow.domain.handoff import move_document as payload
 from tests.conftest import NOW
-from leadflow.local.receivers import HubSpotReceiver, Receiver, Reply, SalesforceReceiver, SlackReceiver, WebhookReceiver
+from leadflow_infra.receivers import HubSpotReceiver, Receiver, Reply, SalesforceReceiver, SlackReceiver, WebhookReceiver
 
 FAST = 0.3  # client timeout for the timeout tests: the receivers hold requests for longer
 HOLD = 1.0
@@ -40,7 +41,7 @@ OWNER = Owner(id="rep-1", name="Sam Seller", email="sam@vendor.example", slack_u
 
 def make_notice(**overrides: Any) -> Notice:
     fields: dict[str, Any] = {
-        "transition_id": "tr_0001",
+        "move_id": "tr_0001",
         "lead_id": "ld_0123456789abcdef01234567",
         "email": "jane@acme.example",
         "from_stage": "mql",
@@ -372,8 +373,8 @@ def test_deliver_hubspot_upserts_the_contact_by_email_in_one_call(hubspot):
 def test_deliver_hubspot_again_updates_the_same_contact(hubspot):
     sink = HubSpotSink(HUBSPOT_TOKEN, base_url=hubspot.url, timeout=2.0)
 
-    first = sink.deliver(make_notice(from_stage="lead", to_stage="mql", transition_id="tr_1"))
-    second = sink.deliver(make_notice(transition_id="tr_2"))
+    first = sink.deliver(make_notice(from_stage="lead", to_stage="mql", move_id="tr_1"))
+    second = sink.deliver(make_notice(move_id="tr_2"))
 
     assert first["contact_id"] == second["contact_id"] and second["created"] is False
     assert list(hubspot.contacts) == ["jane@acme.example"]
@@ -384,7 +385,7 @@ def test_deliver_hubspot_backward_move_clears_lifecyclestage_then_sets_it(hubspo
     sink = HubSpotSink(HUBSPOT_TOKEN, base_url=hubspot.url, timeout=2.0)
     sink.deliver(make_notice())
 
-    sink.deliver(make_notice(from_stage="sql", to_stage="lead", transition_id="tr_reject"))
+    sink.deliver(make_notice(from_stage="sql", to_stage="lead", move_id="tr_reject"))
 
     bodies = [r.json()["inputs"][0]["properties"] for r in hubspot.accepted[1:]]
     assert [b.get("lifecyclestage") for b in bodies] == ["", "lead"]
@@ -397,7 +398,7 @@ def test_hubspot_receiver_ignores_a_backward_move_without_the_clear(hubspot):
     sink = HubSpotSink(HUBSPOT_TOKEN, base_url=hubspot.url, timeout=2.0)
     sink.deliver(make_notice())
 
-    sink.deliver(make_notice(from_stage="lead", to_stage="lead", transition_id="tr_same_rank"))
+    sink.deliver(make_notice(from_stage="lead", to_stage="lead", move_id="tr_same_rank"))
 
     assert hubspot.contacts["jane@acme.example"]["lifecyclestage"] == "salesqualifiedlead"
 
@@ -472,10 +473,10 @@ def test_deliver_hubspot_failed_clear_fails_the_attempt_before_setting_the_stage
     hubspot.fail_next(1, status=503)
 
     with pytest.raises(RetryableError):
-        sink.deliver(make_notice(from_stage="sql", to_stage="lead", transition_id="tr_reject"))
+        sink.deliver(make_notice(from_stage="sql", to_stage="lead", move_id="tr_reject"))
 
     assert len(hubspot.requests) == 2  # the set was not sent after the clear failed
-    sink.deliver(make_notice(from_stage="sql", to_stage="lead", transition_id="tr_reject"))
+    sink.deliver(make_notice(from_stage="sql", to_stage="lead", move_id="tr_reject"))
     assert hubspot.contacts["jane@acme.example"]["lifecyclestage"] == "lead"
 
 
@@ -503,7 +504,7 @@ def test_deliver_salesforce_again_updates_and_reuses_the_cached_token(salesforce
     sink = sf_sink(salesforce, timeout=2.0)
     sink.deliver(make_notice())
 
-    receipt = sink.deliver(make_notice(to_stage="opportunity", from_stage="sql", transition_id="tr_2"))
+    receipt = sink.deliver(make_notice(to_stage="opportunity", from_stage="sql", move_id="tr_2"))
 
     assert receipt == {"created": False}
     assert salesforce.token_requests == 1
@@ -515,7 +516,7 @@ def test_deliver_salesforce_expired_token_is_refreshed_once_and_the_call_repeate
     sink.deliver(make_notice())
     salesforce.expire_token()
 
-    sink.deliver(make_notice(to_stage="opportunity", from_stage="sql", transition_id="tr_2"))
+    sink.deliver(make_notice(to_stage="opportunity", from_stage="sql", move_id="tr_2"))
 
     assert salesforce.token_requests == 2
     patches = [r for r in salesforce.requests if r.method == "PATCH"]
@@ -604,7 +605,7 @@ def test_deliver_salesforce_several_matching_leads_raises_permanent(salesforce):
     salesforce.fail_next(1, status=300, body='["/services/data/v60.0/sobjects/Lead/00Q1", "/x/00Q2"]')
 
     with pytest.raises(PermanentError) as caught:
-        sink.deliver(make_notice(transition_id="tr_2"))
+        sink.deliver(make_notice(move_id="tr_2"))
 
     assert caught.value.status == 300
 
@@ -616,7 +617,7 @@ def test_deliver_salesforce_api_limit_reached_raises_retryable(salesforce):
                                              '"errorCode": "REQUEST_LIMIT_EXCEEDED"}]')
 
     with pytest.raises(RetryableError) as caught:
-        sink.deliver(make_notice(transition_id="tr_2"))
+        sink.deliver(make_notice(move_id="tr_2"))
 
     assert caught.value.status == 403 and "REQUEST_LIMIT_EXCEEDED" in caught.value.reason
 
@@ -627,7 +628,7 @@ def test_deliver_salesforce_server_error_raises_retryable(salesforce):
     salesforce.fail_next(1, status=503, retry_after=5)
 
     with pytest.raises(RetryableError) as caught:
-        sink.deliver(make_notice(transition_id="tr_2"))
+        sink.deliver(make_notice(move_id="tr_2"))
 
     assert caught.value.retry_after == 5.0
 

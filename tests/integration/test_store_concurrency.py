@@ -4,7 +4,7 @@ import threading
 
 from leadflow.domain.events import parse_event
 from leadflow.domain.lead import lead_id_for_email
-from leadflow.service import LeadService
+from leadflow.usecases.leads import LeadService
 
 
 def _hammer(service, n_threads, per_thread, make):

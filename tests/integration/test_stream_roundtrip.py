@@ -8,9 +8,9 @@ import pytest
 from leadflow import container
 from leadflow.domain.engine import replay
 from leadflow.domain.lead import lead_id_for_email
-from leadflow.local.moto_server import MotoServer
-from leadflow.local.poller import is_lead_record, to_lambda_record
-from leadflow.local.tables import create_table, template_table_properties
+from leadflow_infra.local.moto_server import MotoServer
+from leadflow_infra.local.stream_poller import is_lead_record, to_lambda_record
+from leadflow_infra.local.tables import create_table, template_table_properties
 from tests.integration.conftest import TABLE, Context
 
 
@@ -41,7 +41,7 @@ def _stream_batch(client):
 
 
 def test_stream_appends_event_log_and_replay_matches_lead(aws, call, store, rules):
-    import stream_handler
+    from leadflow.handlers import event_log as stream_handler
 
     for e in [{"type": "identify", "email": "log@acme.io", "traits": {"job_title": "CTO", "company_size": 300}},
               {"type": "content_downloaded", "email": "log@acme.io"},
@@ -59,7 +59,7 @@ def test_stream_appends_event_log_and_replay_matches_lead(aws, call, store, rule
 
 
 def test_stream_remove_record_sweeps_event_log_after_erasure(aws, call, store):
-    import stream_handler
+    from leadflow.handlers import event_log as stream_handler
 
     _, body = call("POST", "/v1/events", {"type": "identify", "email": "bye@acme.io"})
     first = _stream_batch(aws)
@@ -71,7 +71,7 @@ def test_stream_remove_record_sweeps_event_log_after_erasure(aws, call, store):
 
 
 def test_stream_bad_record_is_reported_as_partial_failure(aws):
-    import stream_handler
+    from leadflow.handlers import event_log as stream_handler
 
     bad = {"Records": [{"eventID": "1", "eventName": "MODIFY", "eventSource": "aws:dynamodb", "eventVersion": "1.1",
                         "awsRegion": "us-east-1", "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/t/stream/x",
@@ -82,10 +82,10 @@ def test_stream_bad_record_is_reported_as_partial_failure(aws):
 
 
 def test_rescore_with_new_rules_version_rebuilds_signals_from_event_log(aws, call, store, rules):
-    import stream_handler
+    from leadflow.handlers import event_log as stream_handler
 
     from leadflow.domain.rules import parse_rules
-    from leadflow.service import LeadService
+    from leadflow.usecases.leads import LeadService
 
     for e in [{"type": "identify", "email": "docs@acme.io", "traits": {"job_title": "VP Sales", "company_size": 300}},
               {"type": "page_viewed", "email": "docs@acme.io", "properties": {"url": "https://acme.example/docs/api"}},

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leadflow.domain.lead import lead_id_for_email
-from leadflow.webhooks.signatures import generate_sendgrid_keypair, sign
+from leadflow.adapters.vendor_webhooks.signatures import generate_sendgrid_keypair, sign
 from tests.integration.conftest import Context, http_event
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -26,7 +26,7 @@ SG_PRIVATE, SG_PUBLIC = generate_sendgrid_keypair()
 
 @pytest.fixture
 def send(aws, monkeypatch):
-    import api_handler
+    from leadflow.handlers import api as api_handler
 
     for source, secret in SECRETS.items():
         monkeypatch.setenv(f"LEADFLOW_WEBHOOK_SECRET_{source.upper()}", secret)
@@ -241,7 +241,7 @@ HEADER_NAMES = st.sampled_from(["x-hubspot-signature-v3", "x-hubspot-request-tim
        base64_encoded=st.booleans())
 def test_any_body_headers_or_encoding_never_500_and_never_write_without_a_valid_signature(send, aws, source, body,
                                                                                           headers, base64_encoded):
-    import api_handler
+    from leadflow.handlers import api as api_handler
 
     raw = base64.b64encode(body).decode() if base64_encoded else body.decode("utf-8", "replace")
     event = http_event("POST", f"/v1/webhooks/{source}", headers={"host": HOST, **headers}, raw_body=raw)
@@ -267,7 +267,7 @@ ROUTES = st.sampled_from([("POST", "/v1/events"), ("POST", "/v1/forms/demo"), ("
        query=st.sampled_from(["", "email=", "email=%00", "since=x&until=y", "since=2026-01-01"]),
        base64_encoded=st.booleans())
 def test_any_request_to_any_route_never_answers_500(send, route, body, content_type, query, base64_encoded):
-    import api_handler
+    from leadflow.handlers import api as api_handler
 
     method, path = route
     raw = base64.b64encode(body).decode() if base64_encoded else body.decode("utf-8", "replace")

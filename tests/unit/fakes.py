@@ -81,10 +81,10 @@ class MemoryLedger:
         self.items = {}
         self.lock = threading.Lock()
 
-    def claim(self, lead_id, transition_id, sink, *, now, lease_seconds):
+    def claim(self, lead_id, move_id, sink, *, now, lease_seconds):
         from leadflow.domain.ports import Claim
 
-        key = (lead_id, transition_id, sink)
+        key = (lead_id, move_id, sink)
         with self.lock:
             item = self.items.get(key)
             epoch = now.timestamp()
@@ -97,22 +97,22 @@ class MemoryLedger:
             self.items[key] = item
             return Claim(Claim.GRANTED, item["attempts"])
 
-    def settle(self, lead_id, transition_id, sink, *, status, now, detail=None):
+    def settle(self, lead_id, move_id, sink, *, status, now, detail=None):
         with self.lock:
-            item = self.items.setdefault((lead_id, transition_id, sink), {"attempts": 0})
+            item = self.items.setdefault((lead_id, move_id, sink), {"attempts": 0})
             item.update(status=status, detail=detail)
             item.pop("lease_until", None)
 
-    def revive(self, lead_id, transition_id, sink, *, now):
+    def revive(self, lead_id, move_id, sink, *, now):
         with self.lock:
-            item = self.items.setdefault((lead_id, transition_id, sink), {"attempts": 0})
+            item = self.items.setdefault((lead_id, move_id, sink), {"attempts": 0})
             if item.get("status") == "sent":
                 return False
             item.update(status="failed", attempts=0)
             return True
 
     def deliveries(self, lead_id):
-        return [{"transition_id": t, "sink": s, **v} for (l, t, s), v in self.items.items() if l == lead_id]
+        return [{"move_id": t, "sink": s, **v} for (l, t, s), v in self.items.items() if l == lead_id]
 
 
 class MemoryOutbox:

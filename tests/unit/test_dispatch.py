@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 
 import pytest
 
 from leadflow.domain.engine import apply_action, apply_event, new_lead
 from leadflow.domain.events import CanonicalEvent, finalise
-from leadflow.handoff import DEAD_TYPE, RETRY_TYPE, Handoff, RetryPolicy
-from leadflow.sinks.base import PermanentError, RetryableError
+from leadflow.usecases.handoff import DEAD_TYPE, RETRY_TYPE, Handoff, RetryPolicy
+from leadflow.domain.errors import PermanentError, RetryableError
 from tests.conftest import NOW
 from tests.unit.fakes import MemoryLedger, MemoryOutbox, StepClock
 
@@ -49,7 +48,7 @@ def test_fan_out_sql_move_reaches_alert_and_crm_sinks_once_each(rules):
     handoff, *_ = make(rules, [slack, crm])
     lead = sql_lead(rules)
 
-    results = handoff.fan_out(lead, lead.moved)
+    results = handoff.fan_out(lead, lead.moves)
 
     assert sorted(results.values()) == ["sent"] * len(results)
     assert [n.to_stage for n in slack.delivered] == ["sql"]
@@ -62,8 +61,8 @@ def test_fan_out_redelivered_record_sends_nothing_twice(rules):
     handoff, *_ = make(rules, [slack, crm])
     lead = sql_lead(rules)
 
-    handoff.fan_out(lead, lead.moved)
-    again = handoff.fan_out(lead, lead.moved)
+    handoff.fan_out(lead, lead.moves)
+    again = handoff.fan_out(lead, lead.moves)
 
     assert set(again.values()) == {"already_sent"}
     assert len(slack.delivered) == len(crm.delivered) == 1
@@ -74,7 +73,7 @@ def test_fan_out_backward_move_goes_to_crm_but_alerts_nobody(rules):
     handoff, *_ = make(rules, [slack, crm])
     rejected = apply_action(sql_lead(rules), "reject", reason="no_budget", by="rep", rules=rules, now=NOW).lead
 
-    handoff.fan_out(rejected, rejected.moved)
+    handoff.fan_out(rejected, rejected.moves)
 
     assert slack.delivered == []
     assert [(n.from_stage, n.to_stage) for n in crm.delivered] == [("sql", "lead")]
@@ -86,7 +85,7 @@ def test_fan_out_disqualified_lead_is_never_announced(rules):
     lead = sql_lead(rules)
     lead = lead.model_copy(update={"disqualified": True, "disqualified_reason": "student"})
 
-    handoff.fan_out(lead, lead.moved)
+    handoff.fan_out(lead, lead.moves)
 
     assert slack.delivered == []
     assert len(crm.delivered) == 1
@@ -98,7 +97,7 @@ def test_attempt_retryable_failure_schedules_retry_with_retry_after_and_spares_o
     handoff, ledger, outbox, clock = make(rules, [slack, crm])
     lead = sql_lead(rules)
 
-    results = handoff.fan_out(lead, lead.moved)
+    results = handoff.fan_out(lead, lead.moves)
 
     assert sorted(results.values()) == ["retry", "sent"]
     (message, delay), = outbox.retries
@@ -114,13 +113,13 @@ def test_attempt_permanent_failure_dead_letters_whole_move_with_reason_at_once(r
     handoff, ledger, outbox, _ = make(rules, [crm])
     lead = sql_lead(rules)
 
-    assert set(handoff.fan_out(lead, lead.moved).values()) == {"dead"}
+    assert set(handoff.fan_out(lead, lead.moves).values()) == {"dead"}
 
     assert outbox.retries == []
     (letter,) = outbox.dead
     assert letter["type"] == DEAD_TYPE and letter["reason"] == "HTTP 401: invalid token"
     assert letter["notice"]["email"] == "jane@acme.com" and letter["notice"]["to_stage"] == "sql"
-    assert handoff.fan_out(lead, lead.moved) == {f"{lead.moved[0]}/hubspot": "already_dead"}
+    assert handoff.fan_out(lead, lead.moves) == {f"{lead.moves[0]}/hubspot": "already_dead"}
 
 
 def test_attempt_still_failing_after_max_attempts_dead_letters(rules):
@@ -129,7 +128,7 @@ def test_attempt_still_failing_after_max_attempts_dead_letters(rules):
     handoff, ledger, outbox, clock = make(rules, [crm], RetryPolicy(max_attempts=3))
     lead = sql_lead(rules)
 
-    handoff.fan_out(lead, lead.moved)
+    handoff.fan_out(lead, lead.moves)
     while outbox.retries:
         message, delay = outbox.retries.pop(0)
         clock.advance(seconds=delay)
@@ -144,9 +143,9 @@ def test_attempt_while_another_invocation_sends_is_deferred_past_the_lease_then_
     crm = FakeSink("webhook", "crm")
     handoff, ledger, outbox, clock = make(rules, [crm], RetryPolicy(lease_seconds=60))
     lead = sql_lead(rules)
-    ledger.claim(lead.lead_id, lead.moved[0], "webhook", now=NOW, lease_seconds=60)  # a crashed sender
+    ledger.claim(lead.lead_id, lead.moves[0], "webhook", now=NOW, lease_seconds=60)  # a crashed sender
 
-    assert set(handoff.fan_out(lead, lead.moved).values()) == {"deferred"}
+    assert set(handoff.fan_out(lead, lead.moves).values()) == {"deferred"}
     (message, delay), = outbox.retries
     assert delay > 60 and crm.delivered == []
     clock.advance(seconds=61)
@@ -160,8 +159,8 @@ def test_attempt_after_a_sink_timed_out_queues_the_next_moves_without_calling_it
     handoff, ledger, outbox, clock = make(rules, [crm], RetryPolicy(breaker_seconds=10))
     first, second = sql_lead(rules), sql_lead(rules).model_copy(update={"lead_id": "ld_2"})
 
-    handoff.fan_out(first, first.moved)
-    outcome = handoff.fan_out(second, second.moved)
+    handoff.fan_out(first, first.moves)
+    outcome = handoff.fan_out(second, second.moves)
     clock.advance(seconds=11)
     replayed = [handoff.on_retry(m) for m, _ in list(outbox.retries)]
 
@@ -175,14 +174,14 @@ def test_attempt_sink_crash_is_retried_not_lost(rules):
     handoff, ledger, outbox, _ = make(rules, [crm])
     lead = sql_lead(rules)
 
-    assert set(handoff.fan_out(lead, lead.moved).values()) == {"retry"}
+    assert set(handoff.fan_out(lead, lead.moves).values()) == {"retry"}
     assert "internal error: KeyError" in outbox.retries[0][0]["last_error"]
 
 
 def test_on_retry_for_sink_no_longer_configured_dead_letters_it(rules):
     handoff, ledger, outbox, _ = make(rules, [FakeSink("slack", "alert")])
     lead = sql_lead(rules)
-    notice = handoff.notices(lead, lead.moved)[0]
+    notice = handoff.notices(lead, lead.moves)[0]
 
     assert handoff.on_retry({"type": RETRY_TYPE, "sink": "salesforce", "attempt": 2,
                              "notice": notice.model_dump(mode="json")}) == "dead"
@@ -199,53 +198,6 @@ def test_retry_delay_grows_with_jitter_within_sqs_limit(attempt):
     assert high >= min(900, policy.base_seconds * policy.factor ** (attempt - 1)) - 1
 
 
-def test_sla_sweep_escalates_each_level_once_and_stops_after_accept(rules):
-    from tests.unit.fakes import MemoryStore
-
-    store = MemoryStore()
-    lead = sql_lead(rules)
-    store.put(lead, None)
-    calls = []
-    ledger, outbox, clock = MemoryLedger(), MemoryOutbox(), StepClock(NOW)
-    handoff = Handoff([], ledger, outbox, rules, store=store, clock=clock,
-                      escalate=lambda notify, notice, level, mention, waited: calls.append((notify, level)))
-
-    clock.advance(days=7)  # well past every escalation, whatever the business hours
-    first = handoff.sla_sweep()
-    second = handoff.sla_sweep()
-
-    assert first["escalated"] == len(rules.sla.escalations) and second["escalated"] == 0
-    assert calls == [(e.notify, i + 1) for i, e in enumerate(rules.sla.escalations)]
-
-
-def test_sla_sweep_ignores_accepted_sql(rules):
-    from tests.unit.fakes import MemoryStore
-
-    store = MemoryStore()
-    accepted = apply_action(sql_lead(rules), "accept", reason=None, by="rep", rules=rules, now=NOW + timedelta(minutes=5)).lead
-    store.put(accepted, None)
-    calls = []
-    handoff = Handoff([], MemoryLedger(), MemoryOutbox(), rules, store=store, clock=StepClock(NOW + timedelta(days=7)),
-                      escalate=lambda *args: calls.append(args))
-
-    assert handoff.sla_sweep()["escalated"] == 0
-    assert calls == []
-    assert accepted.first_touch_seconds == 300
-
-
-def test_sla_sweep_does_not_read_sqls_younger_than_the_first_escalation(rules):
-    from tests.unit.fakes import MemoryStore
-
-    store = MemoryStore()
-    store.put(sql_lead(rules), None)
-    calls = []
-    handoff = Handoff([], MemoryLedger(), MemoryOutbox(), rules, store=store, clock=StepClock(NOW + timedelta(minutes=30)),
-                      escalate=lambda *args: calls.append(args))
-
-    assert handoff.sla_sweep() == {"checked": 0, "escalated": 0, "failed": 0}
-    assert calls == []
-
-
 def test_fan_out_stage_set_back_into_sql_in_the_crm_alerts_sales_again(rules):
     from leadflow.domain.engine import apply_stage
 
@@ -255,7 +207,7 @@ def test_fan_out_stage_set_back_into_sql_in_the_crm_alerts_sales_again(rules):
     back = apply_stage(lead, "sql", actor="hubspot", reason="lifecyclestage set to salesqualifiedlead in hubspot",
                        key="hubspot:1:2:3", rules=rules, now=NOW).lead
 
-    handoff.fan_out(lead, lead.moved)  # into opportunity: no alert
-    handoff.fan_out(back, back.moved)  # back into sql: a move into sql alerts
+    handoff.fan_out(lead, lead.moves)  # into opportunity: no alert
+    handoff.fan_out(back, back.moves)  # back into sql: a move into sql alerts
 
     assert [(n.from_stage, n.to_stage) for n in slack.delivered] == [("opportunity", "sql")]

@@ -105,8 +105,8 @@ def test_every_move_records_cause_time_and_rules_version(rules):
     assert [m.to_stage for m in lead.history] == ["subscriber", "lead", "mql", "sql"]
     for move in lead.history:
         assert move.at == NOW and move.rules_version == rules.version and move.cause.kind == "rule"
-        assert move.cause.event_id and move.transition_id.startswith("tr_")
-    assert len({m.transition_id for m in lead.history}) == 4
+        assert move.cause.event_id and move.move_id.startswith("tr_")
+    assert len({m.move_id for m in lead.history}) == 4
 
 
 def test_duplicate_event_changes_nothing(rules):

@@ -13,7 +13,7 @@ from leadflow.domain.engine import apply_event, new_lead, replay
 from leadflow.domain.events import AppliedEvent, finalise, parse_event
 from leadflow.domain.lead import lead_id_for_email
 from leadflow.domain.scoring import score
-from leadflow.service import LeadService
+from leadflow.usecases.leads import LeadService
 from tests.conftest import NOW
 from tests.unit.fakes import MemoryStore, StepClock
 

@@ -6,7 +6,7 @@ import pytest
 
 from leadflow.domain.events import CanonicalEvent
 from leadflow.domain.rules import parse_rules
-from leadflow.service import LeadService
+from leadflow.usecases.leads import LeadService
 from tests.conftest import NOW
 from tests.unit.fakes import MemoryStore, StepClock
 

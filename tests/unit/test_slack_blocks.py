@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from leadflow.domain.handoff import Notice, Owner
-from leadflow.sinks.slack_blocks import (
+from leadflow.adapters.sinks.slack_blocks import (
     ACCEPT_ACTION_ID,
     DECISION_BLOCK_ID,
     REJECT_ACTION_ID,
@@ -22,7 +22,7 @@ from leadflow.sinks.slack_blocks import (
     parse_action_value,
 )
 from tests.conftest import NOW
-from leadflow.local.receivers import SlackReceiver
+from leadflow_infra.receivers import SlackReceiver
 
 REJECT_REASONS = ["no_budget", "bad_timing", "not_decision_maker"]
 OWNER = Owner(id="rep-1", name="Sam Seller", email="sam@vendor.example", slack_user="U012AB3CD")
@@ -30,7 +30,7 @@ OWNER = Owner(id="rep-1", name="Sam Seller", email="sam@vendor.example", slack_u
 
 def make_notice(**overrides: Any) -> Notice:
     fields: dict[str, Any] = {
-        "transition_id": "tr_0001",
+        "move_id": "tr_0001",
         "lead_id": "ld_0123456789abcdef01234567",
         "email": "jane@acme.example",
         "from_stage": "mql",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from leadflow.api.slack import parse, verify
+from leadflow.adapters.vendor_webhooks.slack import parse, verify
 from leadflow.domain.errors import BadRequest, Unauthorized
-from leadflow.local.receivers import slack_button_press
+from leadflow_infra.receivers import slack_button_press
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slack"
 # Slack's worked example (api.slack.com/authentication/verifying-requests-from-slack).
@@ -56,8 +56,8 @@ def test_parse_fixture_shaped_button_press_names_lead_move_user_and_reason():
 
     got = parse(body.decode())
 
-    assert (got.action, got.lead_id, got.transition_id, got.user_id, got.reason) == ("reject", "ld_abc", "tr_def", "U1", "no_budget")
-    assert got.response_url == "https://hooks.slack.com/x"
+    assert (got.action, got.lead_id, got.move_id, got.user_id, got.reason) == ("reject", "ld_abc", "tr_def", "U1", "no_budget")
+    assert got.reply_to == "https://hooks.slack.com/x"
 
 
 def test_parse_vendor_block_actions_fixture_from_another_app_is_ignored():
@@ -87,7 +87,7 @@ def test_parse_button_value_that_is_not_ours_is_bad_request():
 
 
 def test_legal_actions_after_accept_offer_the_next_sales_moves(rules):
-    from leadflow.api.slack import legal_actions
+    from leadflow.domain.lifecycle import legal_follow_ups as legal_actions
     from leadflow.domain.engine import apply_action, apply_event, new_lead
     from leadflow.domain.events import CanonicalEvent, finalise
     from tests.conftest import NOW

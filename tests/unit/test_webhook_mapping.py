@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from leadflow.domain.errors import RulesError
 from leadflow.domain.rules import parse_rules
-from leadflow.webhooks import SOURCES, Item, PayloadError
-from leadflow.webhooks.mapping import HUBSPOT_STAGES, map_delivery
+from leadflow.adapters.vendor_webhooks import SOURCES, Item, PayloadError
+from leadflow.adapters.vendor_webhooks.mapping import HUBSPOT_STAGES, map_delivery
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MAUTIC_AT = "2026-11-20T09:00:00+00:00"
@@ -150,7 +150,7 @@ def test_map_hubspot_lifecyclestage_gives_our_stage_in_extra(rules, value, stage
 
 
 def test_map_hubspot_stage_map_is_the_reverse_of_the_sink_map():
-    from leadflow.sinks.hubspot import DEFAULT_LIFECYCLE_MAP
+    from leadflow.adapters.sinks.hubspot import DEFAULT_LIFECYCLE_MAP
 
     assert HUBSPOT_STAGES == {hubspot: ours for ours, hubspot in DEFAULT_LIFECYCLE_MAP.items()}
 

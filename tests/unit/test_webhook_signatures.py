@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadflow.webhooks import SOURCES, Delivery, SignatureError
-from leadflow.webhooks.signatures import (
+from leadflow.adapters.vendor_webhooks import SOURCES, Delivery, SignatureError
+from leadflow.adapters.vendor_webhooks.signatures import (
     generate_sendgrid_keypair,
     hubspot_decode_uri,
     sign,

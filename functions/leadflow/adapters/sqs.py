@@ -45,7 +45,7 @@ class SqsOutbox:
 
 
 def _attributes(message: dict) -> dict:
-    """Sink and transition as attributes, so a queue can be browsed without parsing bodies."""
+    """Sink and move as attributes, so a queue can be browsed without parsing bodies."""
     notice = message.get("notice") or {}
-    attrs = {"sink": message.get("sink"), "transition_id": notice.get("transition_id"), "lead_id": notice.get("lead_id")}
+    attrs = {"sink": message.get("sink"), "move_id": notice.get("move_id"), "lead_id": notice.get("lead_id")}
     return {k: {"DataType": "String", "StringValue": str(v)} for k, v in attrs.items() if v}

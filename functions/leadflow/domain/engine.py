@@ -95,14 +95,14 @@ def _set_score(lead: Lead, card: ScoreCard, rules: Rules, now: datetime) -> None
             lead.disqualified, lead.disqualified_by, lead.disqualified_reason = False, None, None
 
 
-def transition_id(lead_id: str, key: str, to_stage: str) -> str:
+def move_id(lead_id: str, key: str, to_stage: str) -> str:
     return "tr_" + hashlib.sha256(f"{lead_id}|{key}|{to_stage}".encode()).hexdigest()[:24]
 
 
 def _record(lead: Lead, *, to_stage: str, cause: Cause, key: str, rules: Rules, now: datetime) -> Move:
     from_stage = lead.stage if lead.history else None
     move = Move(
-        transition_id=transition_id(lead.lead_id, key, to_stage),
+        move_id=move_id(lead.lead_id, key, to_stage),
         from_stage=from_stage,
         to_stage=to_stage,
         at=now,
@@ -114,7 +114,7 @@ def _record(lead: Lead, *, to_stage: str, cause: Cause, key: str, rules: Rules, 
         reasons=[{"rule": l["rule"], "points": l["points"], "detail": l["detail"]} for l in lead.explanation[:TOP_REASONS]],
     )
     lead.history.append(move)
-    lead.moved.append(move.transition_id)
+    lead.moves.append(move.move_id)
     if to_stage != lead.stage or from_stage is None:
         lead.stage = to_stage  # type: ignore[assignment]
         lead.stage_entered_at = now
@@ -138,7 +138,7 @@ def apply_event(lead: Lead, event: AppliedEvent, rules: Rules, now: datetime) ->
     key = event_key(event.event_id)
     if lead.has_seen(key):
         return Outcome(lead=lead, duplicate=True)
-    lead = lead.model_copy(deep=True, update={"moved": []})
+    lead = lead.model_copy(deep=True, update={"moves": []})
     at = _epoch(event.occurred_at)
     for name, value in sorted(event.traits.items()):
         _merge_trait(lead, name, coerce_trait(name, value), at)
@@ -182,7 +182,7 @@ def absorb(lead: Lead, visitor: Lead, anonymous_id: str) -> Lead:
 def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, rules: Rules, now: datetime) -> Outcome:
     """An explicit sales move; illegal ones raise IllegalTransition with the reason."""
     action = check_action(lead, name, reason)
-    lead = lead.model_copy(deep=True, update={"moved": []})
+    lead = lead.model_copy(deep=True, update={"moves": []})
     reason = (reason or "").strip() or None
     if action.resets_engagement:
         lead.engagement_reset_at = _epoch(now)
@@ -214,7 +214,7 @@ def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, ru
         raise IllegalTransition(f"set stage: lead {lead.lead_id} is an anonymous visitor, not a contact")
     if stage == lead.stage and lead.history:
         return Outcome(lead=lead, moves=[])
-    lead = lead.model_copy(deep=True, update={"moved": []})
+    lead = lead.model_copy(deep=True, update={"moves": []})
     if stage_rank(stage) < stage_rank(lead.stage):
         lead.engagement_reset_at = _epoch(now)  # like a reject: a lead sent back starts afresh
     card = score_lead(lead, rules, now)
@@ -241,7 +241,7 @@ def _first_touch(lead: Lead, actor: str, now: datetime) -> None:
 
 def rescore(lead: Lead, rules: Rules, now: datetime) -> Outcome:
     """Refresh decayed scores (and apply any forward move a new rules version calls for)."""
-    lead = lead.model_copy(deep=True, update={"moved": []})
+    lead = lead.model_copy(deep=True, update={"moves": []})
     _prune(lead, rules, now)
     moves = _advance(lead, None, rules, now)
     lead.applied = []
@@ -252,7 +252,7 @@ def rebase(lead: Lead, events: Iterable[AppliedEvent], rules: Rules, now: dateti
     """Re-derive a lead's signals from its event log under new rules (a new rules version
     may score events the old one ignored). Traits, history and stage are kept: moves
     already made stand, and any forward move the new rules call for is recorded."""
-    lead = lead.model_copy(deep=True, update={"moved": []})
+    lead = lead.model_copy(deep=True, update={"moves": []})
     signals: list[Signal] = []
     converted = lead.converted_by
     for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):

@@ -57,13 +57,6 @@ class InvalidInput(LeadflowError):
     code = "validation_error"
 
 
-class Conflict(LeadflowError):
-    """A concurrent writer changed the lead first; the service retries."""
-
-    status = 409
-    code = "conflict"
-
-
 class TooManyConflicts(LeadflowError):
     status = 503
     code = "contention"
@@ -71,3 +64,26 @@ class TooManyConflicts(LeadflowError):
 
 class RulesError(LeadflowError):
     code = "invalid_rules"
+
+
+class DeliveryFailed(Exception):
+    """A sink's one attempt failed. The handoff (not the sink) owns retries, backoff,
+    the delivery ledger and dead letters; the sink only says which kind of failure."""
+
+    def __init__(self, reason: str, *, status: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class RetryableError(DeliveryFailed):
+    """May pass later: timeouts, connection errors, 429, 5xx (and 408/409/425), with the
+    receiver's Retry-After when it gave one."""
+
+    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(reason, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeliveryFailed):
+    """Never will: a 4xx (other than 408/409/425/429), or a configuration the sink cannot use."""

@@ -8,10 +8,10 @@ and it is serialisable: a retry message or a dead letter holds the whole move.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from leadflow.domain.lead import Lead, Move
 
@@ -43,9 +43,10 @@ class Owner(BaseModel):
 class Notice(BaseModel):
     """One stage move of one lead, ready for the sinks."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    transition_id: str
+    # Retry and dead-letter messages queued before the rename carry `transition_id`.
+    move_id: str = Field(validation_alias=AliasChoices("move_id", "transition_id"))
     lead_id: str
     email: str | None
     from_stage: str | None
@@ -100,7 +101,7 @@ def lead_document(lead: Lead) -> dict[str, Any]:
 
 def notice_for(lead: Lead, move: Move, owner: Owner | None) -> Notice:
     return Notice(
-        transition_id=move.transition_id,
+        move_id=move.move_id,
         lead_id=lead.lead_id,
         email=lead.email,
         from_stage=move.from_stage,
@@ -117,3 +118,24 @@ def notice_for(lead: Lead, move: Move, owner: Owner | None) -> Notice:
         disqualified_reason=lead.disqualified_reason,
         lead=lead_document(lead),
     )
+
+
+def move_document(notice: Notice) -> dict[str, Any]:
+    """The contract's document of one move: the signed CRM webhook's body and the
+    EventBridge event's detail. (The contract names a move's id `move_id`.)"""
+    return {
+        "lead_id": notice.lead_id,
+        "email": notice.email,
+        "from_stage": notice.from_stage,
+        "to_stage": notice.to_stage,
+        "score": notice.score,
+        "occurred_at": iso_utc(notice.occurred_at),
+        "transition_id": notice.move_id,
+        "lead": notice.lead,
+    }
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, to the millisecond."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return aware.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from leadflow.domain.rules import STAGES, Stage
 
@@ -45,11 +45,15 @@ class Cause(BaseModel):
 
 
 class Move(BaseModel):
-    """One entry of a lead's history, written in the same put as the lead's new state."""
+    """One entry of a lead's history, written in the same put as the lead's new state.
 
-    model_config = ConfigDict(extra="forbid")
+    Its id is `move_id` in the code and the item; the public contract (the lead's
+    history in the API, the CRM webhook body) calls it `transition_id`, so that is
+    its name when dumped `by_alias`, and items written before the rename load too."""
 
-    transition_id: str
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    move_id: str = Field(validation_alias=AliasChoices("move_id", "transition_id"), serialization_alias="transition_id")
     from_stage: Stage | None
     to_stage: Stage
     at: datetime
@@ -112,8 +116,8 @@ class Lead(BaseModel):
     version: int = 0
     # The events this write applied, for the stream to append to the event log.
     applied: list[dict[str, Any]] = Field(default_factory=list)
-    # The transition ids of the moves this write made, for the handoff to fan out.
-    moved: list[str] = Field(default_factory=list)
+    # The ids of the moves this write made (the item's `moves`), for the handoff to fan out.
+    moves: list[str] = Field(default_factory=list)
 
     @property
     def known(self) -> bool:

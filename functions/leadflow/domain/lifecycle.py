@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from leadflow.domain.errors import IllegalTransition, InvalidInput
+from leadflow.domain.errors import IllegalTransition, InvalidInput, LeadflowError
 from leadflow.domain.events import AppliedEvent
 from leadflow.domain.lead import Lead, stage_rank
 from leadflow.domain.rules import Rules
@@ -141,3 +141,19 @@ def check_action(lead: Lead, name: str, reason: str | None) -> Action:
     if action.disqualifies and lead.disqualified and lead.disqualified_by == "sales":
         raise IllegalTransition(f"{name}: the lead is already disqualified ({lead.disqualified_reason})")
     return action
+
+
+FOLLOW_UPS = ("opportunity", "won", "lost", "reject", "recycle", "disqualify")
+
+
+def legal_follow_ups(lead: Lead) -> list[str]:
+    """The sales actions the lifecycle allows for the lead now, in button order (a reason
+    stands in for the ones that need one: the rep supplies it when pressing)."""
+    legal = []
+    for name in FOLLOW_UPS:
+        try:
+            check_action(lead, name, "reason")
+        except LeadflowError:
+            continue
+        legal.append(name)
+    return legal

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 from leadflow.domain.events import AppliedEvent
+from leadflow.domain.handoff import Notice, Owner, SinkKind
 from leadflow.domain.lead import Lead
 
 
@@ -47,10 +49,6 @@ class LeadStore(Protocol):
     def first_touch_seconds(self) -> list[float]: ...
 
 
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-
 class Claim:
     """The answer of a delivery ledger to "may I send this move to this sink now?"."""
 
@@ -70,14 +68,14 @@ class Claim:
 class DeliveryLedger(Protocol):
     """One record per (stage move, sink): what makes each sink get each move once."""
 
-    def claim(self, lead_id: str, transition_id: str, sink: str, *, now: datetime, lease_seconds: float) -> Claim: ...
+    def claim(self, lead_id: str, move_id: str, sink: str, *, now: datetime, lease_seconds: float) -> Claim: ...
 
-    def settle(self, lead_id: str, transition_id: str, sink: str, *, status: str, now: datetime,
+    def settle(self, lead_id: str, move_id: str, sink: str, *, status: str, now: datetime,
                detail: dict | None = None) -> None:
         """status: "sent", "failed" (a retry is scheduled) or "dead" (dead-lettered)."""
         ...
 
-    def revive(self, lead_id: str, transition_id: str, sink: str, *, now: datetime) -> bool:
+    def revive(self, lead_id: str, move_id: str, sink: str, *, now: datetime) -> bool:
         """Make a dead-lettered delivery claimable again (for a replay). False if it was sent."""
         ...
 
@@ -90,3 +88,58 @@ class Outbox(Protocol):
     def retry_later(self, message: dict, delay_seconds: int) -> None: ...
 
     def dead_letter(self, message: dict) -> None: ...
+
+
+Receipt = dict[str, Any]  # what a receiver answered that is worth keeping (ids), JSON-safe, no PII
+
+
+class Sink(Protocol):
+    """Where stage moves go (Slack, email, HubSpot, Salesforce, the CRM webhook, EventBridge)."""
+
+    name: str
+    kind: SinkKind
+
+    def deliver(self, notice: Notice) -> Receipt:
+        """One attempt. Returns a receipt or raises RetryableError / PermanentError."""
+        ...
+
+
+class Escalator(Protocol):
+    """Tells people that an SQL waits past its follow-up SLA (Slack in production)."""
+
+    def escalate(self, notice: Notice, *, level: int, audience: str, person: Owner | None,
+                 waited_minutes: int) -> None:
+        """`audience` is "owner" or "manager"; `person` is who to name (None: whoever is
+        there). Raises RetryableError / PermanentError."""
+        ...
+
+
+@dataclass
+class SalesAction:
+    """A sales action taken in a chat tool (a button pressed on an alert)."""
+
+    action: str
+    lead_id: str
+    move_id: str  # the move the alert was about
+    user_id: str  # the chat tool's member id
+    user_name: str
+    reason: str | None
+    reply_to: str | None  # where the outcome goes back (Slack's response_url)
+
+
+class Replies(Protocol):
+    """Answers to whoever pressed a button: the updated alert, or why nothing happened."""
+
+    def decided(self, action: SalesAction, notice: Notice, *, actor: str, at: datetime,
+                next_actions: list[str], reject_reasons: list[str]) -> None: ...
+
+    def refused(self, action: SalesAction, text: str) -> None: ...
+
+
+@dataclass
+class LeadChange:
+    """A change to a lead item, as the table's stream reports it."""
+
+    lead_id: str
+    removed: bool  # the lead was erased
+    applied: list[dict]  # the events the write applied (empty for other writes)

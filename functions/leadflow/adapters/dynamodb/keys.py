@@ -1,0 +1,27 @@
+"""Pure key builders for the single table."""
+
+LEAD_SK = "LEAD"
+
+
+def lead_pk(lead_id: str) -> str:
+    return f"LEAD#{lead_id}"
+
+
+def event_sk(received_at_iso: str, event_id: str) -> str:
+    return f"EVENT#{received_at_iso}#{event_id}"
+
+
+def stage_gsi_pk(stage: str) -> str:
+    return f"STAGE#{stage}"
+
+
+def stage_gsi_sk(entered_at_iso: str, lead_id: str) -> str:
+    return f"{entered_at_iso}#{lead_id}"
+
+
+def send_sk(move_id: str, sink: str) -> str:
+    return f"SEND#{move_id}#{sink}"
+
+
+def counter_pk(name: str) -> str:
+    return f"COUNTER#{name}"

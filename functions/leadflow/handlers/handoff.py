@@ -1,0 +1,26 @@
+"""HandoffFunction: the table's stream, filtered (FilterCriteria) to lead writes that
+made stage moves (the item's `moves`); fans each move out to the sinks once."""
+
+import json
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+
+from leadflow import container
+from leadflow.adapters.dynamodb.store import item_to_lead
+from leadflow.observability import logged_failure, logger, metrics, tracer
+
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+
+
+def record_handler(record: DynamoDBRecord) -> dict:
+    image = record.dynamodb.new_image
+    with logged_failure("handoff.record_failed", record.dynamodb.sequence_number):
+        return container.handoff().fan_out(item_to_lead(image), json.loads(image["moves"]))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event, context):
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -1,0 +1,24 @@
+"""HandoffRetryFunction: the retry queue (SQS); one delivery (one move, one sink) per
+message. Partial batch response: only what failed comes back."""
+
+import json
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from leadflow import container
+from leadflow.observability import logged_failure, logger, metrics, tracer
+
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def record_handler(record: SQSRecord) -> str:
+    with logged_failure("handoff.record_failed", record.message_id):
+        return container.handoff().on_retry(json.loads(record.body))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event, context):
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

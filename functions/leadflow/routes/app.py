@@ -1,0 +1,259 @@
+"""HTTP API: routes → one service call each. Errors map to status codes in one place."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from leadflow import container
+from leadflow.domain.forms import is_bot, to_event
+from leadflow.routes.forms import parse_form_body
+from leadflow.routes.webhooks import raw_body
+from leadflow.domain.errors import BadRequest, InvalidInput, LeadflowError, NotFound, PayloadTooLarge, Unauthorized
+from leadflow.domain.events import parse_event, validation_details
+from leadflow.observability import add, logger, mask_email
+from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, settings
+
+app = APIGatewayHttpResolver()
+MAX_EVENTS_PER_DELIVERY = 100
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body, default=str))
+
+
+@app.exception_handler(LeadflowError)
+def _domain_error(exc: LeadflowError) -> Response:
+    if exc.status >= 500:
+        logger.warning("request.failed", extra={"error": exc.code})
+    return _json(exc.status, exc.body())
+
+
+@app.not_found
+def _not_found(_exc: Exception) -> Response:
+    path = app.current_event.path
+    return _json(404, {"error": "not_found", "message": f"no route {app.current_event.http_method} {path}"})
+
+
+def _body_text() -> str:
+    event = app.current_event
+    if not event.get("isBase64Encoded"):
+        return event.get("body") or ""
+    try:
+        return raw_body(event.raw_event).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not valid UTF-8", field="body") from None
+
+
+def _json_body() -> Any:
+    text = _body_text()
+    if not text.strip():
+        raise BadRequest("empty body; expected JSON", field="body")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", field="body") from None
+
+
+@app.get("/healthz")
+def healthz() -> Response:
+    return _json(200, {"status": "ok"})
+
+
+@app.post("/v1/events")
+def post_event() -> Response:
+    event = parse_event(_json_body())
+    result = container.service().ingest(event, source="api")
+    _log_applied(result, "api")
+    return _json(200, result.answer())
+
+
+@app.post("/v1/forms/<form_id>")
+def post_form(form_id: str) -> Response:
+    svc = container.service()
+    fields = parse_form_body(_body_text(), app.current_event.headers.get("content-type", ""))
+    if is_bot(fields, svc.rules.forms):
+        logger.info("form.honeypot", extra={"form_id": form_id})
+        add("FormBotDropped")
+        return _json(200, {"accepted": True})
+    event = to_event(form_id, fields, svc.rules.forms, fallback_id=uuid.uuid4().hex)
+    result = svc.ingest(event, source=f"form:{form_id}")
+    _log_applied(result, "form")
+    return _json(200, result.answer())
+
+
+@app.post("/v1/webhooks/<source>")
+def post_webhook(source: str) -> Response:
+    if source not in WEBHOOK_SOURCES:
+        raise NotFound(f"unknown webhook source {source!r}; expected one of {', '.join(WEBHOOK_SOURCES)}", field="source")
+    if source not in ("generic", "slack"):
+        from leadflow.routes import webhooks
+
+        status, answer = webhooks.handle(source, app.current_event.raw_event, service=container.service(),
+                                         secret=settings().webhook_secret(source), public_url=settings().public_url)
+        return _json(status, answer)
+    body = _body_text()
+    headers = dict(app.current_event.headers or {})
+    if source == "slack":
+        from leadflow.adapters.vendor_webhooks import slack
+
+        slack.verify(body, headers, settings().webhook_secret("slack"))
+        pressed = slack.parse(body)
+        if pressed is None:
+            return _json(200, {"ok": True, "ignored": True})
+        return _json(200, container.sales_actions().take(pressed))
+    msg_id = _verify_standard_webhook(body, headers, settings().webhook_secret("generic"))
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", field="body") from None
+    items = payload if isinstance(payload, list) else [payload]
+    if not items or len(items) > MAX_EVENTS_PER_DELIVERY:
+        raise InvalidInput(f"a delivery carries 1 to {MAX_EVENTS_PER_DELIVERY} events", field="body")
+    events = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and not item.get("event_id"):
+            item = {**item, "event_id": f"{msg_id}:{i}"}  # a replayed delivery is recognised
+        try:
+            events.append(parse_event(item))
+        except InvalidInput as exc:
+            prefix = f"[{i}]." if isinstance(payload, list) else ""
+            raise InvalidInput(f"{prefix}{exc.message}", field=f"{prefix}{exc.field or 'body'}",
+                               details=[{**d, "field": prefix + d["field"]} for d in exc.details]) from None
+    results = container.service().ingest_many(events, source="webhook:generic")
+    for result in results:
+        _log_applied(result, "webhook:generic")
+    answers = [r.answer() for r in results]
+    return _json(200, answers if isinstance(payload, list) else answers[0])
+
+
+def _verify_standard_webhook(body: str, headers: dict[str, str], secret: str | None) -> str:
+    if not secret:
+        raise Unauthorized("no secret is configured for this webhook source (LEADFLOW_WEBHOOK_SECRET_GENERIC)")
+    from standardwebhooks.webhooks import Webhook
+
+    try:
+        Webhook(secret).verify(body, headers, json_parse=False)
+    except Exception as exc:  # the library raises several types for malformed headers
+        reason = str(exc) if exc.__class__.__name__ == "WebhookVerificationError" else "malformed signature headers"
+        raise Unauthorized(f"signature verification failed: {reason}") from None
+    return {k.lower(): v for k, v in headers.items()}["webhook-id"]
+
+
+@app.get("/v1/leads")
+def find_lead() -> Response:
+    email = (app.current_event.query_string_parameters or {}).get("email")
+    if not email or not email.strip():
+        raise InvalidInput("email: query parameter email is required", field="email")
+    svc = container.service()
+    return _json(200, svc.view(svc.get_by_email(email)))
+
+
+@app.get("/v1/leads/<lead_id>")
+def get_lead(lead_id: str) -> Response:
+    svc = container.service()
+    return _json(200, svc.view(svc.get(lead_id)))
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    action: str = Field(min_length=1, max_length=40)
+    reason: str | None = Field(default=None, max_length=200)
+    by: str | None = Field(default=None, max_length=200)
+
+
+@app.post("/v1/leads/<lead_id>/feedback")
+def post_feedback(lead_id: str) -> Response:
+    body = _json_body()
+    if not isinstance(body, dict):
+        raise InvalidInput("feedback must be a JSON object", field="body")
+    try:
+        feedback = Feedback.model_validate(body)
+    except ValidationError as exc:
+        details = validation_details(exc)
+        raise InvalidInput(f"{details[0]['field']}: {details[0]['reason']}", field=details[0]["field"], details=details) from None
+    svc = container.service()
+    result = svc.act(lead_id, feedback.action, reason=feedback.reason, by=feedback.by)
+    logger.info("lead.feedback", extra={"lead_id": lead_id, "action": feedback.action})
+    return _json(200, {**svc.view(result.lead), "move": result.moves[0].model_dump(mode="json", by_alias=True)})
+
+
+@app.delete("/v1/leads/<lead_id>")
+def delete_lead(lead_id: str) -> Response:
+    removed = container.service().erase(lead_id)
+    logger.info("lead.erased", extra={"lead_id": lead_id, "items": removed})
+    add("LeadErased")
+    return _json(200, {"lead_id": lead_id, "erased": True, "items_deleted": removed})
+
+
+@app.get("/v1/funnel")
+def funnel() -> Response:
+    query = app.current_event.query_string_parameters or {}
+    bounds = {name: _iso_date(query.get(name), name) for name in ("since", "until")}
+    if bounds["since"] and bounds["until"] and bounds["since"] >= bounds["until"]:
+        raise InvalidInput("until: must be after since", field="until")
+    return _json(200, container.service().funnel(**bounds))
+
+
+def _iso_date(value: str | None, name: str):
+    if not value:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name}: not an ISO date or date-time", field=name) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _log_applied(result, source: str) -> None:
+    lead = result.lead
+    logger.info("event.applied", extra={"lead_id": lead.lead_id, "email": mask_email(lead.email), "source": source,
+                                        "stage": lead.stage, "duplicate": result.duplicate})
+    add("EventDuplicate" if result.duplicate else "EventApplied")
+    for move in result.moves:
+        logger.info("lead.moves", extra={"lead_id": lead.lead_id, "from": move.from_stage, "to": move.to_stage,
+                                         "rule": move.cause.rule})
+        if move.to_stage in ("mql", "sql"):
+            add("LeadQualified")
+
+
+_OPEN_PREFIXES = ("/v1/forms/", "/v1/webhooks/")
+
+
+def _guard(event: dict) -> Response | None:
+    """Checks that come before routing: body size and the API key."""
+    body = event.get("body") or ""
+    size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode("utf-8"))
+    if size > MAX_BODY_BYTES:
+        err = PayloadTooLarge(f"body is {size} bytes; the limit is {MAX_BODY_BYTES}", field="body")
+        return _json(err.status, err.body())
+    path = event.get("rawPath") or ""
+    key = settings().api_key
+    if key and path.startswith("/v1/") and not path.startswith(_OPEN_PREFIXES):
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        given = headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+            err = Unauthorized("missing or wrong bearer token", field="authorization")
+            return _json(err.status, err.body())
+    return None
+
+
+def handle(event: dict, context: Any) -> dict:
+    refused = _guard(event)
+    if refused is not None:
+        return _plain(refused)
+    return app.resolve(event, context)
+
+
+def _plain(response: Response) -> dict:
+    return {"statusCode": response.status_code, "headers": {"Content-Type": "application/json"},
+            "body": response.body, "isBase64Encoded": False}
+

@@ -1,0 +1,319 @@
+"""The lead service: the use cases the handlers call. Talks to ports only."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from leadflow.domain.engine import absorb, apply_action, apply_event, apply_stage, new_lead, rebase, rescore, score_lead
+from leadflow.domain.errors import NotFound, TooManyConflicts
+from leadflow.domain.events import AppliedEvent, CanonicalEvent, finalise, normalise_email
+from leadflow.domain.lead import Lead, Move, lead_id_for_anonymous, lead_id_for_email, stage_rank
+from leadflow.domain.routing import assign, rep_for_actor
+from leadflow.domain.ports import LeadStore, VersionConflict
+from leadflow.domain.rules import STAGES, Rules
+
+MAX_ATTEMPTS = 30
+MAX_BACKOFF_S = 0.2
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Applied:
+    lead: Lead
+    moves: list[Move]
+    duplicate: bool
+
+    def answer(self) -> dict[str, Any]:
+        lead = self.lead
+        return {
+            "lead_id": lead.lead_id,
+            "stage": lead.stage,
+            "score": lead.score,
+            "fit_score": lead.fit_score,
+            "fit_grade": lead.fit_grade,
+            "engagement_score": lead.engagement_score,
+            "disqualified": lead.disqualified,
+            "duplicate": self.duplicate,
+            "moves": [f"{m.from_stage or 'new'}->{m.to_stage}" for m in self.moves],
+        }
+
+
+class LeadService:
+    def __init__(self, store: LeadStore, rules: Rules, clock: Callable[[], datetime] = utcnow,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.store = store
+        self.rules = rules
+        self.clock = clock
+        self.sleep = sleep
+
+    def _backoff(self, attempt: int) -> None:
+        """Full-jitter exponential backoff after a version conflict."""
+        self.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.005 * 2 ** attempt)))
+
+    # -- ingest -------------------------------------------------------------------------
+
+    def ingest(self, event: CanonicalEvent, *, source: str = "api") -> Applied:
+        now = self.clock()
+        return self.apply(finalise(event, now=now, source=source), now)
+
+    def ingest_many(self, events: list[CanonicalEvent], *, source: str = "api") -> list[Applied]:
+        """A delivery of several events: applied in event-time order, so the order the
+        sender listed simultaneous events in cannot change the result."""
+        now = self.clock()
+        applied = [finalise(e, now=now, source=source) for e in events]
+        order = sorted(range(len(applied)), key=lambda i: (applied[i].occurred_at, applied[i].type, applied[i].event_id))
+        results: list[Applied | None] = [None] * len(applied)
+        for i in order:
+            results[i] = self.apply(applied[i], now)
+        return results  # type: ignore[return-value]
+
+    def apply(self, event: AppliedEvent, now: datetime) -> Applied:
+        resolved: Resolved | None = None
+        turns: dict[str, int] = {}
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                if resolved is None:
+                    resolved = self._resolve(event, now)
+                outcome = apply_event(resolved.lead, event, self.rules, now)
+                if outcome.duplicate:
+                    return Applied(resolved.lead, [], True)
+                self._assign(outcome.lead, outcome.moves, turns)
+                saved = self.store.put(outcome.lead, resolved.expected)
+                return Applied(saved, outcome.moves, False)
+            except VersionConflict as conflict:
+                current = conflict.current
+                if current is None or current.merged_into or (
+                        event.anonymous_id and event.email and event.anonymous_id not in current.anonymous_ids):
+                    resolved = None  # identity changed under us: resolve again
+                else:
+                    resolved = Resolved(current, current.version)  # the conflict returned the item: no re-read
+                self._backoff(attempt)
+        raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
+
+    def _assign(self, lead: Lead, moves: list[Move], turns: dict[str, int]) -> None:
+        """Give a lead reaching the assignment stage an owner, in the same write as the
+        move, and record on the move who was chosen and why. `turns` keeps the
+        round-robin position taken for a team across conflict retries of one write."""
+        if self.rules.routing is None or lead.owner or lead.disqualified or not lead.known:
+            return
+        floor = stage_rank(self.rules.handoff.assign_owner_at)
+        move = next((m for m in moves if stage_rank(m.to_stage) >= floor > stage_rank(m.from_stage)), None)
+        if move is None:
+            return
+
+        def turn(team: str) -> int:
+            if team not in turns:
+                turns[team] = self.store.next_turn(f"routing#{team}")
+            return turns[team]
+
+        assignment = assign(lead.traits, lead.email, self.rules, turn)
+        lead.owner = assignment.owner.id if assignment.owner else None
+        move.owner = lead.owner
+        move.routing = {"rule": assignment.rule, "team": assignment.team, "turn": assignment.turn,
+                        "reason": assignment.reason}
+
+    def _resolve(self, event: AppliedEvent, now: datetime) -> "Resolved":
+        """Find the lead an event belongs to: by email, else by the visitor's alias.
+        An identified visitor's history is joined to the lead first."""
+        if event.email:
+            lead_id = lead_id_for_email(event.email)
+            lead = self.store.get(lead_id)
+            expected = lead.version if lead is not None else None
+            base = lead if lead is not None else new_lead(lead_id, email=event.email, now=now)
+            anon = event.anonymous_id
+            if anon and anon not in base.anonymous_ids:
+                base = self._join_visitor(base, anon, now)
+            return Resolved(base, expected)
+        visitor_id = lead_id_for_anonymous(event.anonymous_id or "")
+        visitor = self.store.get(visitor_id)
+        if visitor is not None and visitor.merged_into:
+            target = self.store.get(visitor.merged_into)
+            if target is not None:
+                expected = target.version
+                if event.anonymous_id not in target.anonymous_ids:
+                    target = absorb(target, visitor, event.anonymous_id or "")
+                return Resolved(target, expected)
+        if visitor is None:
+            return Resolved(new_lead(visitor_id, email=None, now=now), None)
+        return Resolved(visitor, visitor.version)
+
+    def _join_visitor(self, base: Lead, anon: str, now: datetime) -> Lead:
+        """Point the visitor at the lead first (so its later anonymous events follow),
+        then let the event's own write carry the visitor's history into the lead. A crash
+        in between leaves an alias whose history is absorbed on the next event."""
+        visitor_id = lead_id_for_anonymous(anon)
+        visitor = self.store.get(visitor_id)
+        if visitor is None:
+            visitor = new_lead(visitor_id, email=None, now=now).model_copy(update={"merged_into": base.lead_id})
+            self._put_alias(visitor, None)
+        elif visitor.merged_into and visitor.merged_into != base.lead_id:
+            return base  # the visitor already identified as someone else (a shared computer): no merge
+        elif not visitor.merged_into:
+            self._put_alias(visitor.model_copy(update={"merged_into": base.lead_id, "applied": []}), visitor.version)
+        return absorb(base, visitor, anon)
+
+    def _put_alias(self, alias: Lead, expected: int | None) -> None:
+        try:
+            self.store.put(alias, expected)
+        except VersionConflict as conflict:
+            if conflict.current is None or not conflict.current.merged_into:
+                raise
+
+    # -- reads and actions -------------------------------------------------------------
+
+    def get(self, lead_id: str) -> Lead:
+        lead = self.store.get(lead_id)
+        if lead is not None and lead.merged_into:
+            lead = self.store.get(lead.merged_into)
+        if lead is None:
+            raise NotFound(f"no lead {lead_id}", field="lead_id")
+        return lead
+
+    def get_by_email(self, email: str) -> Lead:
+        normalised = normalise_email(email)
+        lead = self.store.get(lead_id_for_email(normalised))
+        if lead is None:
+            raise NotFound("no lead with that email", field="email")
+        return lead
+
+    def view(self, lead: Lead) -> dict[str, Any]:
+        """The lead as the API shows it, with scores decayed to now."""
+        now = self.clock()
+        card = score_lead(lead, self.rules, now)
+        return {
+            "lead_id": lead.lead_id,
+            "email": lead.email,
+            "anonymous_ids": lead.anonymous_ids,
+            "traits": lead.traits,
+            "stage": lead.stage,
+            "stage_entered_at": lead.stage_entered_at.isoformat(),
+            "score": card.score,
+            "fit_score": card.fit_score,
+            "fit_grade": card.fit_grade,
+            "engagement_score": card.engagement_score,
+            "explanation": card.explanation,
+            "scored_at": now.isoformat(),
+            "rules_version": self.rules.version,
+            "disqualified": lead.disqualified,
+            "disqualified_reason": lead.disqualified_reason,
+            "marketing_email": lead.marketing_email,
+            "owner": lead.owner,
+            "first_touch_at": lead.first_touch_at.isoformat() if lead.first_touch_at else None,
+            "first_touch_by": lead.first_touch_by,
+            "first_touch_seconds": lead.first_touch_seconds,
+            "history": [m.model_dump(mode="json", by_alias=True) for m in lead.history],
+            "events_applied": len(lead.seen),
+            "created_at": lead.created_at.isoformat(),
+            "updated_at": lead.updated_at.isoformat(),
+        }
+
+    def act(self, lead_id: str, action: str, *, reason: str | None, by: str | None) -> Applied:
+        for attempt in range(MAX_ATTEMPTS):
+            lead = self.get(lead_id)
+            outcome = apply_action(lead, action, reason=reason, by=by, rules=self.rules, now=self.clock())
+            if action == "accept" and not outcome.lead.owner and by and self.rules.routing is not None:
+                rep = rep_for_actor(by, self.rules)  # whoever accepts an unassigned lead owns it
+                if rep is not None:
+                    outcome.lead.owner = outcome.moves[0].owner = rep.id
+            try:
+                saved = self.store.put(outcome.lead, lead.version)
+                return Applied(saved, outcome.moves, False)
+            except VersionConflict:
+                self._backoff(attempt)
+        raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
+
+    def set_stage(self, event: CanonicalEvent, stage: str, *, actor: str, reason: str, source: str) -> Applied:
+        """A stage set in a system of record (the CRM) for the lead `event` names (by
+        email, or by the visitor id the CRM's contact is known under)."""
+        now = self.clock()
+        applied = finalise(event, now=now, source=source)
+        turns: dict[str, int] = {}
+        for attempt in range(MAX_ATTEMPTS):
+            resolved = self._resolve(applied, now)
+            outcome = apply_stage(resolved.lead, stage, actor=actor, reason=reason, key=applied.event_id,
+                                  rules=self.rules, now=now)
+            if not outcome.moves:
+                return Applied(resolved.lead, [], True)
+            self._assign(outcome.lead, outcome.moves, turns)
+            try:
+                return Applied(self.store.put(outcome.lead, resolved.expected), outcome.moves, False)
+            except VersionConflict:
+                self._backoff(attempt)
+        raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
+
+    def erase(self, lead_id: str) -> int:
+        lead = self.get(lead_id)
+        return self.store.erase(lead)
+
+    # -- scheduled ---------------------------------------------------------------------
+
+    def event_log(self, lead: Lead) -> list[AppliedEvent]:
+        """The lead's events, including those it had as an anonymous visitor."""
+        events = self.store.events(lead.lead_id)
+        for anon in lead.anonymous_ids:
+            events.extend(self.store.events(lead_id_for_anonymous(anon)))
+        return events
+
+    def rescore_all(self) -> dict[str, int]:
+        """Refresh every lead's decayed score; a lead scored under another rules version is
+        rebuilt from its event log. Only leads whose figures changed are written."""
+        seen = changed = moved = 0
+        for lead in self.store.scan_leads():
+            seen += 1
+            if lead.rules_version != self.rules.version:
+                outcome = rebase(lead, self.event_log(lead), self.rules, self.clock())
+            else:
+                outcome = rescore(lead, self.rules, self.clock())
+            new = outcome.lead
+            self._assign(new, outcome.moves, {})
+            if (new.score, new.engagement_score, new.fit_grade, new.rules_version) == (
+                    lead.score, lead.engagement_score, lead.fit_grade, lead.rules_version) and not outcome.moves:
+                continue
+            try:
+                self.store.put(new, lead.version)
+                changed += 1
+                moved += len(outcome.moves)
+            except VersionConflict:
+                pass  # an event just rescored it
+        return {"leads": seen, "updated": changed, "moves": moved}
+
+    def funnel(self, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+        """Leads by current stage (optionally: that entered it within [since, until)), and
+        for each step the share of leads that reached at least the next stage."""
+        lo = since.isoformat() if since else None
+        hi = until.isoformat() if until else None
+        counts = {stage: self.store.count_stage(stage, lo, hi) for stage in STAGES}
+        rates = {}
+        for a, b in zip(STAGES, STAGES[1:]):
+            reached_a = sum(counts[s] for s in STAGES[STAGES.index(a):])
+            reached_b = sum(counts[s] for s in STAGES[STAGES.index(b):])
+            rates[f"{a}_to_{b}"] = round(reached_b / reached_a, 4) if reached_a else None
+        touches = sorted(self.store.first_touch_seconds())
+        first_touch = {
+            "leads": len(touches),
+            "median_seconds": _percentile(touches, 0.5),
+            "p90_seconds": _percentile(touches, 0.9),
+        }
+        return {"since": lo, "until": hi, "stages": counts, "conversion": rates, "total": sum(counts.values()),
+                "time_to_first_touch": first_touch}
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * q // 1))  # ceil(n·q), at least 1
+    return round(ordered[int(rank) - 1], 3)
+
+
+@dataclass
+class Resolved:
+    lead: Lead
+    expected: int | None  # the stored version the write must find; None: must not exist yet

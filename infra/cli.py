@@ -1,0 +1,337 @@
+"""The ``leadflow`` command line.
+
+``leadflow serve`` runs the local stack in the foreground. The local stack (and
+with it moto) is imported only inside that command, so the package stays free
+of moto everywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("port must be between 0 and 65535")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leadflow", description="Lead qualification and marketing-to-sales handoff."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the API, stream consumer and scheduled jobs locally (no AWS account needed)",
+        description=(
+            "Run the Lambda handlers on an embedded DynamoDB endpoint: an HTTP gateway for the API, "
+            "a poller feeding the table's stream to the stream handler, and the scheduled jobs. "
+            "GET /healthz answers 200 when everything is ready. Ctrl-C or SIGTERM stops it and "
+            "saves the tables."
+        ),
+    )
+    serve.add_argument("--port", type=_port, default=8080, help="gateway port (default 8080; 0 picks a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
+    serve.add_argument(
+        "--data-dir", default=".leadflow", help="where tables and the stream dead-letter file are kept (default .leadflow)"
+    )
+    serve.add_argument("--no-persist", action="store_true", help="start empty and save nothing on exit")
+    serve.add_argument(
+        "--rescore-every",
+        type=_positive_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="interval of the rescore job (default 3600); the funnel job runs daily",
+    )
+    serve.add_argument(
+        "--sla-every",
+        type=_positive_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="interval of the SLA watchdog that escalates unaccepted SQLs (default 300)",
+    )
+    noise = serve.add_mutually_exclusive_group()
+    noise.add_argument("--quiet", action="store_true", help="only warnings and errors, no access log")
+    noise.add_argument("--verbose", action="store_true", help="debug logs, Powertools logs and metrics")
+    serve.set_defaults(func=serve_command)
+
+    dlq = commands.add_parser(
+        "dlq",
+        help="list or replay stage moves that could not be delivered to a sink",
+        description=(
+            "Dead letters are whole stage moves, one sink each, with the reason they were not delivered. "
+            "Without --stack-name or queue URLs this talks to the `leadflow serve` running on --data-dir."
+        ),
+    )
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    for name, help_text in (("list", "show the dead letters"), ("replay", "send dead letters back through the retry queue")):
+        sub = dlq_commands.add_parser(name, help=help_text, description=help_text)
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--data-dir", default=".leadflow", help="data directory of a running leadflow serve (default .leadflow)")
+        where.add_argument("--stack-name", help="a deployed CloudFormation stack: its outputs name the queues and table")
+        where.add_argument("--env", action="store_true",
+                           help="use LEADFLOW_DLQ_URL, LEADFLOW_RETRY_QUEUE_URL and LEADFLOW_TABLE from the environment")
+        sub.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+        if name == "replay":
+            sub.add_argument("ids", nargs="*", metavar="MESSAGE_ID", help="dead letters to replay (default: all)")
+            sub.add_argument("--sink", help="only dead letters of this sink (slack, email, webhook, hubspot, salesforce, eventbridge)")
+        sub.set_defaults(func=dlq_command)
+
+    hooks = commands.add_parser("webhooks", help="try vendor webhooks against a running stack")
+    hook_commands = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    test = hook_commands.add_parser(
+        "test",
+        help="sign a payload file as the vendor would and POST it to /v1/webhooks/SOURCE",
+        description=(
+            "Signs FILE's bytes, unchanged, with SOURCE's scheme (HubSpot v3, Mautic, Typeform, Calendly, "
+            "SendGrid ECDSA, Standard Webhooks for generic) and sends it, so you can check a secret, a URL "
+            "and a mapping before pointing the vendor at leadflow. Prints the answer: per item, applied, "
+            "duplicate, ignored or failed."
+        ),
+    )
+    test.add_argument("source", choices=["hubspot", "mautic", "typeform", "calendly", "sendgrid", "generic"])
+    test.add_argument("file", help="the payload, sent byte for byte")
+    test.add_argument("--url", help="base URL of the API (default: the leadflow serve running on --data-dir, "
+                                    "else http://127.0.0.1:8080)")
+    test.add_argument("--data-dir", default=".leadflow", help="data directory of a running leadflow serve")
+    test.add_argument("--secret", help="the signing secret (default LEADFLOW_WEBHOOK_SECRET_<SOURCE>); for "
+                                       "sendgrid a PEM private key or a path to one")
+    test.set_defaults(func=webhooks_test_command)
+    return parser
+
+
+def webhooks_test_command(args: argparse.Namespace) -> int:
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    try:
+        body = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"leadflow webhooks test: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    secret = args.secret or os.environ.get(f"LEADFLOW_WEBHOOK_SECRET_{args.source.upper()}")
+    if not secret:
+        print(f"leadflow webhooks test: no secret; pass --secret or set LEADFLOW_WEBHOOK_SECRET_{args.source.upper()}",
+              file=sys.stderr)
+        return 2
+    if args.source == "sendgrid" and Path(secret).is_file():
+        secret = Path(secret).read_text(encoding="utf-8")
+    base = args.url
+    if not base:
+        try:
+            base = json.loads(Path(args.data_dir, "stack.json").read_text(encoding="utf-8"))["api_url"]
+        except (OSError, ValueError, KeyError):
+            base = "http://127.0.0.1:8080"
+    url = base.rstrip("/") + f"/v1/webhooks/{args.source}"
+    if args.source == "generic":
+        from datetime import datetime, timezone
+        from uuid import uuid4
+
+        from standardwebhooks.webhooks import Webhook
+
+        msg_id = f"msg_{uuid4().hex}"
+        stamp = datetime.now(timezone.utc)
+        headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(stamp.timestamp())),
+                   "webhook-signature": Webhook(secret).sign(msg_id, stamp, body.decode("utf-8"))}
+    else:
+        from leadflow.adapters.vendor_webhooks.signatures import sign
+
+        headers = sign(args.source, body, secret, method="POST", url=url, now=time.time())
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"content-type": "application/json", "user-agent": "leadflow-webhooks-test",
+                                              **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            status, answer = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, answer = exc.code, exc.read()
+    except OSError as exc:
+        print(f"leadflow webhooks test: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        shown = json.dumps(json.loads(answer), indent=2)
+    except ValueError:
+        shown = answer.decode("utf-8", "replace")
+    print(f"POST {url} -> {status}")
+    print(shown)
+    return 0 if 200 <= status < 300 else 1
+
+
+def _dlq_target(args: argparse.Namespace) -> dict[str, Any]:
+    """Queue URLs, table and client settings for the dead-letter commands."""
+    import json
+
+    if args.stack_name:
+        import boto3
+
+        stacks = boto3.client("cloudformation").describe_stacks(StackName=args.stack_name)["Stacks"]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+        return {"dead_letter": outputs["HandoffDeadLetterQueueUrl"], "retry": outputs["HandoffRetryQueueUrl"],
+                "table": outputs["TableName"], "client": {}}
+    if args.env:
+        missing = [v for v in ("LEADFLOW_DLQ_URL", "LEADFLOW_RETRY_QUEUE_URL", "LEADFLOW_TABLE") if not os.environ.get(v)]
+        if missing:
+            raise SystemExit(f"leadflow dlq: --env needs {', '.join(missing)}")
+        return {"dead_letter": os.environ["LEADFLOW_DLQ_URL"], "retry": os.environ["LEADFLOW_RETRY_QUEUE_URL"],
+                "table": os.environ["LEADFLOW_TABLE"], "client": {}}
+    path = os.path.join(args.data_dir, "stack.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            info = json.load(fh)
+    except FileNotFoundError:
+        raise SystemExit(f"leadflow dlq: no running leadflow serve in {args.data_dir} ({path} not found); "
+                         "start one, or pass --stack-name / --env") from None
+    client = {"endpoint_url": info["endpoint_url"], "region_name": info["region"],
+              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    return {"dead_letter": info["queues"]["dead_letter"], "retry": info["queues"]["retry"], "table": info["table"],
+            "client": client}
+
+
+def dlq_command(args: argparse.Namespace) -> int:
+    import json
+
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from leadflow_infra import dlq
+    from leadflow.adapters.dynamodb.ledger import DynamoDeliveryLedger
+
+    target = _dlq_target(args)
+    session = boto3.session.Session()
+    try:
+        sqs = session.client("sqs", **target["client"])
+        if args.dlq_command == "list":
+            rows = [letter.row() for letter in dlq.peek(sqs, target["dead_letter"])]
+            verb = "dead letter"
+        else:
+            ledger = DynamoDeliveryLedger(target["table"], client=session.client("dynamodb", **target["client"]))
+            rows = dlq.replay(sqs, ledger, target["dead_letter"], target["retry"], ids=args.ids, sink=args.sink)
+            verb = "replayed"
+    except (BotoCoreError, ClientError) as exc:
+        print(f"leadflow dlq: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return 0
+    if not rows:
+        print("no dead letters" if args.dlq_command == "list" else "nothing to replay")
+        return 0
+    columns = list(rows[0])
+    widths = {c: min(48, max(len(c), *(len(str(r.get(c, ""))) for r in rows))) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, ""))[: widths[c]].ljust(widths[c]) for c in columns))
+    print(f"{len(rows)} {verb}{'s' if len(rows) != 1 and verb == 'dead letter' else ''}")
+    return 0
+
+
+def _configure_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The handlers' Powertools logger owns the "leadflow" logger (JSON on stdout, its
+    # own level) and filters "leadflow*" records out of the root handlers. The local
+    # stack's lines get a handler of their own: plain text on stderr.
+    local_handler = logging.StreamHandler(sys.stderr)
+    local_handler.setFormatter(formatter)
+    local = logging.getLogger("leadflow_infra.local")
+    local.handlers = [local_handler]
+    local.setLevel(level)
+    local.propagate = False
+    root_handler = logging.StreamHandler(sys.stderr)
+    root_handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[root_handler])
+    if not verbose:
+        # botocore and urllib3 are chatty about every connection.
+        for name in ("botocore", "boto3", "urllib3", "werkzeug"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    _configure_logging(args.quiet, args.verbose)
+    from leadflow_infra.local.persist import SnapshotError
+    from leadflow_infra.local.stack import LocalStack
+
+    stack = LocalStack(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        persist=not args.no_persist,
+        rescore_every=args.rescore_every,
+        sla_every=args.sla_every,
+        verbose=args.verbose,
+        access_log=not args.quiet,
+    )
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if stop_requested.is_set():
+            print("leadflow: stopping immediately, nothing saved", file=sys.stderr, flush=True)
+            os._exit(1)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            stack.start()
+        except (OSError, SnapshotError, FileNotFoundError) as exc:
+            print(f"leadflow: cannot start the local stack: {exc}", file=sys.stderr, flush=True)
+            return 1
+        if stop_requested.is_set():
+            stack.stop()
+            return 0
+        where = f"data in {stack.data_dir}" if stack.persist else "not persisted"
+        loaded = f", {stack.loaded_items} items restored" if stack.loaded_items else ""
+        print(f"leadflow serving on {stack.url} ({where}{loaded}); Ctrl-C to stop", flush=True)
+        while not stop_requested.wait(1.0):
+            pass
+        print("leadflow: stopping", file=sys.stderr, flush=True)
+        stack.stop()
+        if stack.persist and stack.saved_items is not None:
+            print(f"leadflow: saved {stack.saved_items} items to {stack.snapshot_path}", flush=True)
+        elif stack.persist:
+            print(f"leadflow: could not save to {stack.snapshot_path}, see the log above", flush=True)
+        return 0
+    finally:
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
