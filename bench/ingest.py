@@ -13,7 +13,7 @@ speed drifts from run to run, so only figures taken in the same run are compared
    system and cross-checked against the store's own counter. Units are computed from
    the item size as DynamoDB sizes items, because moto's ConsumedCapacity is a
    constant (checked at run time and reported).
-2. Events/s through ``api_handler.handler`` (HTTP API v2 events, in-process,
+2. Events/s through ``leadflow.handlers.api.handler`` (HTTP API v2 events, in-process,
    sequential) next to raw UpdateItem/s on the same server.
 3. Events/s with N leads already in the table against an empty table.
 4. Import time of each Lambda entry module in a fresh interpreter.
@@ -798,11 +798,11 @@ def table_size_effect(endpoint: str, n_filler: int, n_events: int, n_leads: int)
 
 IMPORTS = [
     ("baseline: `import boto3, aws_lambda_powertools`", "import boto3, aws_lambda_powertools"),
-    ("`import api_handler`", "import api_handler"),
-    ("`import stream_handler`", "import stream_handler"),
-    ("`import jobs_handler`", "import jobs_handler"),
-    ("`import api_handler` + first `boto3.client('dynamodb')`",
-     "import api_handler, boto3; boto3.client('dynamodb', region_name='us-east-1')"),
+    ("`import leadflow.handlers.api`", "import leadflow.handlers.api"),
+    ("`import leadflow.handlers.event_log`", "import leadflow.handlers.event_log"),
+    ("`import leadflow.handlers.jobs`", "import leadflow.handlers.jobs"),
+    ("`import leadflow.handlers.api` + first `boto3.client('dynamodb')`",
+     "import leadflow.handlers.api, boto3; boto3.client('dynamodb', region_name='us-east-1')"),
 ]
 
 
@@ -839,7 +839,7 @@ def import_times(runs: int) -> dict:
         import_seconds(statement, env)  # warm the bytecode cache; not counted
         samples = [import_seconds(statement, env) for _ in range(runs)]
         results.append((label, statistics.median(samples), min(samples), max(samples)))
-    return {"runs": runs, "rows": results, "heaviest": heaviest_imports("api_handler", env)}
+    return {"runs": runs, "rows": results, "heaviest": heaviest_imports("leadflow.handlers.api", env)}
 
 
 # -- report ----------------------------------------------------------------------------
@@ -933,7 +933,7 @@ def report(args: argparse.Namespace, cost: tuple[list[dict], dict], speed: dict,
                          f"signals, {len(lead.history)} stage moves (stage {lead.stage}); GSI1 is {index_kind}.")
     lines.append("")
 
-    lines += ["## 2. Events/s through `api_handler.handler` vs raw UpdateItem/s", "",
+    lines += ["## 2. Events/s through `leadflow.handlers.api.handler` vs raw UpdateItem/s", "",
               f"{speed['events']} `POST /v1/events` (HTTP API v2 events, in-process, sequential) over "
               f"{speed['leads']} leads ({speed['leads']} new, {speed['events'] - speed['leads']} to existing leads); "
               f"raw = `UpdateItem ADD n :one` on one key of a table made from the same template (stream on), "
@@ -984,7 +984,7 @@ def report(args: argparse.Namespace, cost: tuple[list[dict], dict], speed: dict,
     for label, med, lo, hi in imports["rows"]:
         lines.append(f"| {label} | {med * 1000:.0f} | {lo * 1000:.0f} | {hi * 1000:.0f} | {med / base:.2f}x |")
     heavy = ", ".join(f"{name} {s * 1000:.0f} ms" for name, s in imports["heaviest"])
-    lines += ["", f"Where `import api_handler` spends its time (`-X importtime`, self time summed by top-level "
+    lines += ["", f"Where `import leadflow.handlers.api` spends its time (`-X importtime`, self time summed by top-level "
                   f"package, one run): {heavy}.", ""]
     if profile:
         lines += ["## 5. Where the handler's time goes (cProfile, moto in-process)", "",
