@@ -12,7 +12,7 @@ resolved only when first used: the API function never pays for the sinks' secret
 from __future__ import annotations
 
 import os
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,16 @@ def resolve_secret(value: str | None) -> str | None:
     return value
 
 
+class _Secret:
+    """`settings.api_key` is `api_key_ref` resolved, on first use (cached per reference)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.ref = f"{name}_ref"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else _resolved(getattr(obj, self.ref))
+
+
 def _env(name: str, default: Any = None, **constraints: Any) -> Any:
     return Field(default, alias=name, **constraints)
 
@@ -48,7 +58,7 @@ class Settings(BaseModel):
     """Everything the functions read from their environment. Fields ending in `_ref`
     hold secrets as configured; the property of the same name without `_ref` resolves them."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, ignored_types=(_Secret,))
 
     # -- the application
     table_name: str = _env("LEADFLOW_TABLE", "leadflow", min_length=3)
@@ -106,38 +116,14 @@ class Settings(BaseModel):
             raise ValueError(f"invalid configuration: {problems}") from None
 
     # -- secrets, resolved on first use
-
-    @cached_property
-    def api_key(self) -> str | None:
-        return resolve_secret(self.api_key_ref)
-
-    @cached_property
-    def slack_webhook_url(self) -> str | None:
-        return resolve_secret(self.slack_webhook_url_ref)
-
-    @cached_property
-    def slack_escalation_webhook_url(self) -> str | None:
-        return resolve_secret(self.slack_escalation_webhook_url_ref)
-
-    @cached_property
-    def crm_webhook_url(self) -> str | None:
-        return resolve_secret(self.crm_webhook_url_ref)
-
-    @cached_property
-    def crm_webhook_secret(self) -> str | None:
-        return resolve_secret(self.crm_webhook_secret_ref)
-
-    @cached_property
-    def hubspot_token(self) -> str | None:
-        return resolve_secret(self.hubspot_token_ref)
-
-    @cached_property
-    def salesforce_client_id(self) -> str | None:
-        return resolve_secret(self.salesforce_client_id_ref)
-
-    @cached_property
-    def salesforce_client_secret(self) -> str | None:
-        return resolve_secret(self.salesforce_client_secret_ref)
+    api_key = _Secret()
+    slack_webhook_url = _Secret()
+    slack_escalation_webhook_url = _Secret()
+    crm_webhook_url = _Secret()
+    crm_webhook_secret = _Secret()
+    hubspot_token = _Secret()
+    salesforce_client_id = _Secret()
+    salesforce_client_secret = _Secret()
 
     def webhook_secret(self, source: str) -> str | None:
         """The secret that verifies inbound webhooks from `source` (one of WEBHOOK_SOURCES)."""
