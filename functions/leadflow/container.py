@@ -1,18 +1,34 @@
-"""Wiring: services built once per cold start, lazily, so tests can swap their parts."""
+"""Wiring: services built once per cold start, lazily, so tests can swap their parts.
+
+Each function imports only what its own path needs: the event log writer never builds
+the rules or the lead engine, and nothing here imports a use case before it is asked for.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from leadflow.adapters.dynamodb.store import DynamoLeadStore
-from leadflow.usecases.leads import LeadService
 from leadflow.settings import Settings, rules, settings
 from leadflow.settings import reset as reset_settings
+
+if TYPE_CHECKING:
+    from leadflow.adapters.dynamodb.store import DynamoLeadStore
+    from leadflow.usecases.leads import LeadService
+
+
+@lru_cache(maxsize=1)
+def store() -> DynamoLeadStore:
+    from leadflow.adapters.dynamodb.store import DynamoLeadStore
+
+    return DynamoLeadStore(settings().table_name)
 
 
 @lru_cache(maxsize=1)
 def service() -> LeadService:
-    return LeadService(DynamoLeadStore(settings().table_name), rules())
+    from leadflow.usecases.leads import LeadService
+
+    return LeadService(store(), rules())
 
 
 def build_sinks(cfg: Settings, reject_reasons: list[str]) -> list:
@@ -62,7 +78,7 @@ def handoff():
     the_rules = rules()
     return Handoff(
         build_sinks(cfg, list(the_rules.handoff.reject_reasons)),
-        DynamoDeliveryLedger(settings().table_name, client=service().store.client),
+        DynamoDeliveryLedger(settings().table_name, client=store().client),
         SqsOutbox(cfg.retry_queue_url, cfg.dead_letter_queue_url),
         the_rules,
         policy=RetryPolicy(max_attempts=cfg.retry_max_attempts, base_seconds=cfg.retry_base_s),
@@ -80,8 +96,8 @@ def sla_watch():
         from leadflow.adapters.sinks.slack import SlackEscalator
 
         escalator = SlackEscalator(cfg.slack_webhook_url, cfg.slack_escalation_webhook_url, timeout=cfg.sink_timeout_s)
-    store = service().store
-    return SlaWatch(store, DynamoDeliveryLedger(settings().table_name, client=store.client), escalator, rules())
+    leads = store()
+    return SlaWatch(leads, DynamoDeliveryLedger(settings().table_name, client=leads.client), escalator, rules())
 
 
 @lru_cache(maxsize=1)
@@ -94,6 +110,7 @@ def sales_actions():
 
 def reset() -> None:
     """Forget everything cached: settings, rules, clients (tests and the local stack)."""
+    store.cache_clear()
     service.cache_clear()
     handoff.cache_clear()
     sla_watch.cache_clear()

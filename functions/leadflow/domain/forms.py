@@ -3,11 +3,13 @@ about field names and strict about the one thing we need: the email."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leadflow.domain.errors import InvalidInput
 from leadflow.domain.events import FORM_KINDS, CanonicalEvent, parse_event
-from leadflow.domain.rules import Forms
+
+if TYPE_CHECKING:
+    from leadflow.domain.rules import Forms
 
 TRAIT_FIELDS = {
     "first_name", "last_name", "full_name", "job_title", "company", "company_size", "industry", "country",

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from leadflow.domain.rules import STAGES, Stage
+from leadflow.domain.stages import STAGES, Stage
 
 EPOCH_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 

@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from leadflow.domain.errors import RulesError
 from leadflow.domain.events import EVENT_TYPES, FORM_KINDS
 
-Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist"]
-STAGES: tuple[str, ...] = Stage.__args__  # type: ignore[attr-defined]
 Grade = Literal["A", "B", "C", "D"]
 GRADES = ("D", "C", "B", "A")  # ascending
 

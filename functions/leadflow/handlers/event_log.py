@@ -15,7 +15,7 @@ processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire
 def record_handler(record: DynamoDBRecord) -> str:
     change = record.dynamodb
     name = record.event_name.name if record.event_name else ""
-    return event_log.record(container.service().store, lead_change(name, change.keys or {}, change.new_image))
+    return event_log.record(container.store(), lead_change(name, change.keys or {}, change.new_image))
 
 
 @logger.inject_lambda_context

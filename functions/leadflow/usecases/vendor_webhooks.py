@@ -12,11 +12,13 @@ echo stale stages back and forth.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leadflow.domain.errors import IllegalTransition, LeadflowError
 from leadflow.observability import count, logger
-from leadflow.usecases.leads import LeadService
+
+if TYPE_CHECKING:
+    from leadflow.usecases.leads import LeadService
 
 # HubSpot change sources that are machines writing, not a person deciding: leadflow's own
 # CRM push comes back as API/INTEGRATION, and honouring it would echo stale stages.
