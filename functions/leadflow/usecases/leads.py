@@ -14,7 +14,8 @@ from leadflow.domain.events import AppliedEvent, CanonicalEvent, finalise, norma
 from leadflow.domain.lead import Lead, Move, lead_id_for_anonymous, lead_id_for_email, stage_rank
 from leadflow.domain.routing import assign, rep_for_actor
 from leadflow.domain.ports import LeadStore, VersionConflict
-from leadflow.domain.rules import STAGES, Rules
+from leadflow.domain.rules import Rules
+from leadflow.domain.stages import STAGES
 
 MAX_ATTEMPTS = 30
 MAX_BACKOFF_S = 0.2
@@ -53,9 +54,19 @@ class LeadService:
         self.clock = clock
         self.sleep = sleep
 
-    def _backoff(self, attempt: int) -> None:
-        """Full-jitter exponential backoff after a version conflict."""
-        self.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.005 * 2 ** attempt)))
+    def _optimistically(self, attempt: Callable[[VersionConflict | None], Applied]) -> Applied:
+        """Read, decide, write conditionally on the version read; on a version conflict back
+        off (full jitter, exponential) and decide again. `attempt` gets the previous
+        attempt's conflict (None the first time): it carries the stored item when the
+        store returned it, which saves a re-read."""
+        conflict: VersionConflict | None = None
+        for n in range(MAX_ATTEMPTS):
+            try:
+                return attempt(conflict)
+            except VersionConflict as exc:
+                conflict = exc
+                self.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.005 * 2 ** n)))
+        raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
 
     # -- ingest -------------------------------------------------------------------------
 
@@ -75,27 +86,22 @@ class LeadService:
         return results  # type: ignore[return-value]
 
     def apply(self, event: AppliedEvent, now: datetime) -> Applied:
-        resolved: Resolved | None = None
         turns: dict[str, int] = {}
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                if resolved is None:
-                    resolved = self._resolve(event, now)
-                outcome = apply_event(resolved.lead, event, self.rules, now)
-                if outcome.duplicate:
-                    return Applied(resolved.lead, [], True)
-                self._assign(outcome.lead, outcome.moves, turns)
-                saved = self.store.put(outcome.lead, resolved.expected)
-                return Applied(saved, outcome.moves, False)
-            except VersionConflict as conflict:
-                current = conflict.current
-                if current is None or current.merged_into or (
-                        event.anonymous_id and event.email and event.anonymous_id not in current.anonymous_ids):
-                    resolved = None  # identity changed under us: resolve again
-                else:
-                    resolved = Resolved(current, current.version)  # the conflict returned the item: no re-read
-                self._backoff(attempt)
-        raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
+
+        def attempt(conflict: VersionConflict | None) -> Applied:
+            current = conflict.current if conflict is not None else None
+            if current is None or current.merged_into or (
+                    event.anonymous_id and event.email and event.anonymous_id not in current.anonymous_ids):
+                resolved = self._resolve(event, now)  # first attempt, or the identity changed under us
+            else:
+                resolved = Resolved(current, current.version)  # the conflict returned the item: no re-read
+            outcome = apply_event(resolved.lead, event, self.rules, now)
+            if outcome.duplicate:
+                return Applied(resolved.lead, [], True)
+            self._assign(outcome.lead, outcome.moves, turns)
+            return Applied(self.store.put(outcome.lead, resolved.expected), outcome.moves, False)
+
+        return self._optimistically(attempt)
 
     def _assign(self, lead: Lead, moves: list[Move], turns: dict[str, int]) -> None:
         """Give a lead reaching the assignment stage an owner, in the same write as the
@@ -215,19 +221,16 @@ class LeadService:
         }
 
     def act(self, lead_id: str, action: str, *, reason: str | None, by: str | None) -> Applied:
-        for attempt in range(MAX_ATTEMPTS):
+        def attempt(_conflict: VersionConflict | None) -> Applied:
             lead = self.get(lead_id)
             outcome = apply_action(lead, action, reason=reason, by=by, rules=self.rules, now=self.clock())
             if action == "accept" and not outcome.lead.owner and by and self.rules.routing is not None:
                 rep = rep_for_actor(by, self.rules)  # whoever accepts an unassigned lead owns it
                 if rep is not None:
                     outcome.lead.owner = outcome.moves[0].owner = rep.id
-            try:
-                saved = self.store.put(outcome.lead, lead.version)
-                return Applied(saved, outcome.moves, False)
-            except VersionConflict:
-                self._backoff(attempt)
-        raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
+            return Applied(self.store.put(outcome.lead, lead.version), outcome.moves, False)
+
+        return self._optimistically(attempt)
 
     def set_stage(self, event: CanonicalEvent, stage: str, *, actor: str, reason: str, source: str) -> Applied:
         """A stage set in a system of record (the CRM) for the lead `event` names (by
@@ -235,18 +238,17 @@ class LeadService:
         now = self.clock()
         applied = finalise(event, now=now, source=source)
         turns: dict[str, int] = {}
-        for attempt in range(MAX_ATTEMPTS):
+
+        def attempt(_conflict: VersionConflict | None) -> Applied:
             resolved = self._resolve(applied, now)
             outcome = apply_stage(resolved.lead, stage, actor=actor, reason=reason, key=applied.event_id,
                                   rules=self.rules, now=now)
             if not outcome.moves:
                 return Applied(resolved.lead, [], True)
             self._assign(outcome.lead, outcome.moves, turns)
-            try:
-                return Applied(self.store.put(outcome.lead, resolved.expected), outcome.moves, False)
-            except VersionConflict:
-                self._backoff(attempt)
-        raise TooManyConflicts(f"lead is being updated too often; gave up after {MAX_ATTEMPTS} attempts")
+            return Applied(self.store.put(outcome.lead, resolved.expected), outcome.moves, False)
+
+        return self._optimistically(attempt)
 
     def erase(self, lead_id: str) -> int:
         lead = self.get(lead_id)
