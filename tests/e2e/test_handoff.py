@@ -47,6 +47,21 @@ class Handoff:
     def boto(self, service: str):
         return boto3.session.Session().client(service, **self.aws)
 
+    def sweep_here(self, monkeypatch) -> dict[str, int]:
+        """One SLA sweep in this process, on the served stack's table and with its sinks:
+        what its scheduler runs every second, run synchronously so a test needs no clock."""
+        from leadflow import container
+
+        for name, value in {**self.env, "LEADFLOW_TABLE": self.info["table"], "AWS_ENDPOINT_URL": self.aws["endpoint_url"],
+                            "AWS_DEFAULT_REGION": self.aws["region_name"], "AWS_ACCESS_KEY_ID": "testing",
+                            "AWS_SECRET_ACCESS_KEY": "testing", "POWERTOOLS_METRICS_DISABLED": "true"}.items():
+            monkeypatch.setenv(name, value)
+        container.reset()
+        try:
+            return container.sla_watch().sweep()
+        finally:
+            container.reset()
+
     def new_sql(self, email: str | None = None, **traits) -> tuple[str, dict]:
         email = email or fresh_email()
         status, body = self.client.post("/v1/events", {"type": "form_submitted", "email": email,
@@ -98,6 +113,7 @@ def handoff(tmp_path_factory):
                             LEADFLOW_RETRY_MAX_ATTEMPTS="4")}
     with serving(data, env, "--sla-every", "1") as base:
         h = Handoff(Client(base), data, rx.slack, rx.hubspot, rx.salesforce, rx.webhook)
+        h.env = env
         h.events_queue = events_queue(h)
         yield h
     rx.stop()
@@ -276,7 +292,7 @@ def test_permanent_refusal_dead_letters_then_dlq_replay_delivers_once(handoff):
     assert lead_id not in again.stdout
 
 
-def test_sla_watchdog_escalates_an_ignored_sql_once_per_level(handoff):
+def test_sla_watchdog_escalates_an_ignored_sql_once_per_level(handoff, monkeypatch):
     email, body = handoff.new_sql()
     lead_id = body["lead_id"]
 
@@ -284,8 +300,11 @@ def test_sla_watchdog_escalates_an_ignored_sql_once_per_level(handoff):
         return [r for r in handoff.slack.accepted if "SLA" in r.text and lead_id in r.text]
 
     handoff.slack.wait_for(lambda r: "SLA" in r.text and lead_id in r.text, timeout=30, count=2)
-    time.sleep(3)  # several more sweeps run (every second)
+    # Both levels are sent: further sweeps (here, racing the stack's own every second) send nothing.
+    again = [handoff.sweep_here(monkeypatch) for _ in range(3)]
     found = escalations()
+
+    assert all(sweep["checked"] >= 1 for sweep in again), again  # this lead was looked at each time
 
     assert len(found) == 2
     owner_level, manager_level = sorted(found, key=lambda r: r.received_at)
