@@ -1,8 +1,8 @@
-"""Ingest benchmark: DynamoDB cost per event, throughput and cold-start imports.
+"""Ingest benchmark: DynamoDB cost per event and throughput.
 
     python -m bench.ingest               # full run (about 70 s on 2 cores)
     python -m bench.ingest --quick       # smaller sizes, no profile: about a minute
-    python -m bench.ingest --no-profile  # full sizes without section 5
+    python -m bench.ingest --no-profile  # full sizes without section 4
 
 Everything is measured in one process against one moto server (ThreadedMotoServer on
 127.0.0.1, clients through its endpoint URL), the way the local stack runs: moto's
@@ -16,9 +16,13 @@ speed drifts from run to run, so only figures taken in the same run are compared
 2. Events/s through ``leadflow.handlers.api.handler`` (HTTP API v2 events, in-process,
    sequential) next to raw UpdateItem/s on the same server.
 3. Events/s with N leads already in the table against an empty table.
-4. Import time of each Lambda entry module in a fresh interpreter.
-5. Where the handler's time goes: cProfile with moto in-process (mock_aws), since
+4. Where the handler's time goes: cProfile with moto in-process (mock_aws), since
    the threaded server's work is invisible to a profile of the calling thread.
+
+The handler gets the events and the Lambda context the local stack builds
+(``leadflow_infra.local.gateway.build_event``, ``LambdaContext`` for the template's
+ApiFunction). Cold start (import time of the entry modules) is measured by
+``python -m bench.coldstart``, not here.
 
 Writes the Markdown report to bench/results.md (bench/results-quick.md with --quick).
 """
@@ -36,7 +40,6 @@ import math
 import os
 import platform
 import pstats
-import statistics
 import subprocess
 import sys
 import time
@@ -324,37 +327,21 @@ class MemoryClient:
         return {}
 
 
-class Context:
-    function_name = "leadflow-api"
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:leadflow-api"
-    memory_limit_in_mb = 512
-    aws_request_id = "bench"
-    log_group_name = "/aws/lambda/leadflow-api"
-    log_stream_name = "bench"
+def api_context() -> Any:
+    """The local stack's Lambda context for the template's ApiFunction."""
+    from leadflow_infra.local.invoke import LambdaContext
+    from leadflow_infra.template import find_template, function_spec, load_template
 
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+    return LambdaContext.for_function(function_spec(load_template(find_template()), "ApiFunction"), region=REGION)
 
 
 def http_event(body: dict) -> dict:
-    path = "/v1/events"
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", "host": "localhost"},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "local", "domainName": "localhost", "domainPrefix": "localhost",
-            "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
-                     "userAgent": "bench"},
-            "requestId": "bench", "routeKey": "$default", "stage": "$default",
-            "time": datetime.now(timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000"), "timeEpoch": 0,
-        },
-        "body": json.dumps(body),
-        "isBase64Encoded": False,
-    }
+    """``POST /v1/events`` as the local gateway (API Gateway's stand-in) hands it to the handler."""
+    from leadflow_infra.local.gateway import build_event
+
+    return build_event(method="POST", target="/v1/events",
+                       headers=[("content-type", "application/json"), ("host", "localhost"), ("user-agent", "bench")],
+                       body=json.dumps(body).encode("utf-8"), source_ip="127.0.0.1", server_port=443)
 
 
 # -- the stack ---------------------------------------------------------------------
@@ -504,7 +491,7 @@ def drive_handler(payloads: list[dict]) -> tuple[float, Counter]:
     from leadflow.handlers import api as api_handler
 
     events = [http_event(p) for p in payloads]
-    ctx = Context()
+    ctx = api_context()
     statuses: Counter[int] = Counter()
     # Powertools prints EMF lines even with POWERTOOLS_METRICS_DISABLED=true (its
     # 100-values auto-flush and the cold-start metric ignore the flag): keep them out
@@ -794,54 +781,6 @@ def table_size_effect(endpoint: str, n_filler: int, n_events: int, n_leads: int)
     return out
 
 
-# -- 4. cold-start imports -----------------------------------------------------------
-
-IMPORTS = [
-    ("baseline: `import boto3, aws_lambda_powertools`", "import boto3, aws_lambda_powertools"),
-    ("`import leadflow.handlers.api`", "import leadflow.handlers.api"),
-    ("`import leadflow.handlers.event_log`", "import leadflow.handlers.event_log"),
-    ("`import leadflow.handlers.jobs`", "import leadflow.handlers.jobs"),
-    ("`import leadflow.handlers.api` + first `boto3.client('dynamodb')`",
-     "import leadflow.handlers.api, boto3; boto3.client('dynamodb', region_name='us-east-1')"),
-]
-
-
-def _import_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "PYTHONPATH"))}
-    env["PYTHONPATH"] = str(FUNCTIONS)
-    env["LEADFLOW_TABLE"] = "leadflow"
-    return env
-
-
-def import_seconds(statement: str, env: dict[str, str]) -> float:
-    code = f"import time\nt = time.perf_counter()\n{statement}\nprint(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def heaviest_imports(module: str, env: dict[str, str], top: int = 6) -> list[tuple[str, float]]:
-    """Top-level packages by the self time ``-X importtime`` gives their modules."""
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], env=env,
-                         capture_output=True, text=True, check=True, cwd=ROOT)
-    per_package: Counter[str] = Counter()
-    for line in out.stderr.splitlines():
-        if not line.startswith("import time:") or "self [us]" in line:
-            continue
-        self_us, _cum, name = (part.strip() for part in line[len("import time:"):].split("|"))
-        per_package[name.strip().split(".")[0]] += int(self_us)
-    return [(name, us / 1e6) for name, us in per_package.most_common(top)]
-
-
-def import_times(runs: int) -> dict:
-    env = _import_env()
-    results = []
-    for label, statement in IMPORTS:
-        import_seconds(statement, env)  # warm the bytecode cache; not counted
-        samples = [import_seconds(statement, env) for _ in range(runs)]
-        results.append((label, statistics.median(samples), min(samples), max(samples)))
-    return {"runs": runs, "rows": results, "heaviest": heaviest_imports("leadflow.handlers.api", env)}
-
-
 # -- report ----------------------------------------------------------------------------
 
 def _calls_text(calls: Counter | dict) -> str:
@@ -877,13 +816,14 @@ def machine() -> list[str]:
     ]
 
 
-def report(args: argparse.Namespace, cost: tuple[list[dict], dict], speed: dict, size: dict, imports: dict,
+def report(args: argparse.Namespace, cost: tuple[list[dict], dict], speed: dict, size: dict,
            total_s: float, profile: dict | None = None) -> str:
     rows, moto_capacity = cost
     lines = [f"# Ingest benchmark{' (--quick)' if args.quick else ''}", ""]
     lines += machine()
     lines.append(revision())
     lines += [f"- one moto server (ThreadedMotoServer, 127.0.0.1, clients by endpoint URL), one run: {total_s:.0f} s",
+              "- cold start (import time of the Lambda entry modules) is measured by `python -m bench.coldstart`",
               ""]
 
     lines += ["## 1. DynamoDB calls and units per event", "",
@@ -975,19 +915,8 @@ def report(args: argparse.Namespace, cost: tuple[list[dict], dict], speed: dict,
               f"| {_calls_text(size['calls_loaded'])} |",
               f"| **ratio loaded / empty** | | **{size['ratio']:.2f}** | | |", ""]
 
-    lines += ["## 4. Cold-start import time", "",
-              f"Each in a fresh `python -c` with `functions` on PYTHONPATH, time.perf_counter around the "
-              f"statement; median of {imports['runs']} runs (bytecode cache warm). Tracing and metrics "
-              f"disabled by environment as in the rest of the run.", "",
-              "| import | median ms | min ms | max ms | vs baseline |", "|---|---:|---:|---:|---:|"]
-    base = imports["rows"][0][1]
-    for label, med, lo, hi in imports["rows"]:
-        lines.append(f"| {label} | {med * 1000:.0f} | {lo * 1000:.0f} | {hi * 1000:.0f} | {med / base:.2f}x |")
-    heavy = ", ".join(f"{name} {s * 1000:.0f} ms" for name, s in imports["heaviest"])
-    lines += ["", f"Where `import leadflow.handlers.api` spends its time (`-X importtime`, self time summed by top-level "
-                  f"package, one run): {heavy}.", ""]
     if profile:
-        lines += ["## 5. Where the handler's time goes (cProfile, moto in-process)", "",
+        lines += ["## 4. Where the handler's time goes (cProfile, moto in-process)", "",
                   f"{profile['events']} events through the handler with `mock_aws` (moto runs in the profiled "
                   f"thread; with the threaded server its work shows only as socket waits): "
                   f"{profile['seconds']:.2f} s under the profiler.", "",
@@ -1022,9 +951,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is None:
         args.profile = not args.quick
     if args.quick:
-        history, n_events, n_leads, n_filler, n_size_events, import_runs = 200, 200, 40, 2000, 200, 3
+        history, n_events, n_leads, n_filler, n_size_events = 200, 200, 40, 2000, 200
     else:
-        history, n_events, n_leads, n_filler, n_size_events, import_runs = 200, 500, 100, 10_000, 400, 5
+        history, n_events, n_leads, n_filler, n_size_events = 200, 500, 100, 10_000, 400
     out_path = args.out or ROOT / "bench" / ("results-quick.md" if args.quick else "results.md")
 
     started = time.perf_counter()
@@ -1038,9 +967,8 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: table_size_effect(endpoint, n_filler, n_size_events, n_leads))
     finally:
         server.stop()
-    imports = step("cold-start imports", lambda: import_times(import_runs))
     profile = step("cProfile, moto in-process", lambda: profile_in_process(300, 60)) if args.profile else None
-    text = report(args, cost, speed, size, imports, time.perf_counter() - started, profile)
+    text = report(args, cost, speed, size, time.perf_counter() - started, profile)
     print(text)
     out_path.write_text(text + "\n", encoding="utf-8")
     print(f"(written to {out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path})")

@@ -37,10 +37,20 @@ def _port(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("leadflow")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leadflow", description="Lead qualification and marketing-to-sales handoff."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -62,16 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--rescore-every",
         type=_positive_seconds,
-        default=3600.0,
+        default=None,
         metavar="SECONDS",
-        help="interval of the rescore job (default 3600); the funnel job runs daily",
+        help="run the rescore job every SECONDS (default: JobsFunction's schedule in template.yaml)",
     )
     serve.add_argument(
         "--sla-every",
         type=_positive_seconds,
-        default=300.0,
+        default=None,
         metavar="SECONDS",
-        help="interval of the SLA watchdog that escalates unaccepted SQLs (default 300)",
+        help="run the SLA watchdog that escalates unaccepted SQLs every SECONDS "
+             "(default: JobsFunction's schedule in template.yaml)",
+    )
+    serve.add_argument(
+        "--funnel-every",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="run the funnel snapshot every SECONDS (default: JobsFunction's schedule in template.yaml)",
     )
     noise = serve.add_mutually_exclusive_group()
     noise.add_argument("--quiet", action="store_true", help="only warnings and errors, no access log")
@@ -285,6 +303,7 @@ def serve_command(args: argparse.Namespace) -> int:
         persist=not args.no_persist,
         rescore_every=args.rescore_every,
         sla_every=args.sla_every,
+        funnel_every=args.funnel_every,
         verbose=args.verbose,
         access_log=not args.quiet,
     )

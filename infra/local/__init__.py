@@ -11,6 +11,10 @@ __all__ = ["LambdaContext", "LocalFunction", "LocalStack"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("LambdaContext", "LocalFunction"):
+        from leadflow_infra.local import invoke
+
+        return getattr(invoke, name)
     if name in __all__:
         from leadflow_infra.local import stack
 

@@ -26,25 +26,31 @@ FORMAT_VERSION = 1
 _BATCH = 25
 
 
-def write_snapshot(path: Path, key: str, content: dict[str, Any]) -> None:
-    """`{"version", "saved_at", key: content}` to `path`, atomically (temp file, fsync,
-    rename), so a crash mid-write leaves the previous snapshot intact."""
-    document = {
-        "version": FORMAT_VERSION,
-        "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        key: content,
-    }
+def write_json(path: Path, document: Any, *, indent: int | None = None) -> None:
+    """``document`` as JSON to ``path``, atomically (temp file, fsync, rename): a reader
+    sees the old file or the new one, and a crash mid-write leaves the old one intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json.tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, separators=(",", ":"))
+            json.dump(document, fh, indent=indent, separators=None if indent else (",", ":"))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_snapshot(path: Path, key: str, content: dict[str, Any]) -> None:
+    """`{"version", "saved_at", key: content}` to `path`, atomically (:func:`write_json`).
+    The table snapshot (key "tables") and the queue snapshot (key "queues") share it."""
+    document = {
+        "version": FORMAT_VERSION,
+        "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        key: content,
+    }
+    write_json(path, document)
 
 
 def read_snapshot(path: Path, key: str) -> dict[str, Any] | None:

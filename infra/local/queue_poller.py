@@ -1,5 +1,9 @@
 """Feed an SQS queue to a handler the way Lambda's SQS event source mapping does.
 
+The local stack passes the template's ``SQS`` event properties: ``BatchSize``,
+``MaximumBatchingWindowInSeconds`` and ``FunctionResponseTypes``. The thread,
+counters, stop and drain are :class:`~leadflow_infra.local.poller.Poller`'s.
+
 What is copied from the mapping (``FunctionResponseTypes: [ReportBatchItemFailures]``):
 - messages are received with every system and message attribute and delivered
   as ``{"Records": [...]}`` in Lambda's record shape: ``messageId``,
@@ -59,10 +63,11 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from leadflow_infra.local.poller import Poller
 
 logger = logging.getLogger(__name__)
 
@@ -154,14 +159,19 @@ def failed_message_ids(response: Any, batch_ids: set[str]) -> set[str] | None:
     return failed
 
 
-class SqsPoller:
+class SqsPoller(Poller):
     """One thread receiving from one queue and invoking ``handler(event)``.
 
     ``handler`` takes the event only: the caller wraps the Lambda handler with its
     context. ``client`` is a boto3 ``sqs`` client. ``wait_seconds`` is the long-poll
     time of each receive (Lambda uses 20; short here so :meth:`stop` is quick).
     ``visibility_timeout`` None keeps the queue's own, as Lambda does.
+    ``report_item_failures`` is ``FunctionResponseTypes: [ReportBatchItemFailures]``:
+    without it a ``batchItemFailures`` answer is success, as in Lambda.
     """
+
+    thread_name = "leadflow-sqs-poller"
+    source_kind = "queue"
 
     def __init__(
         self,
@@ -175,6 +185,7 @@ class SqsPoller:
         wait_seconds: int = 1,
         visibility_timeout: int | None = None,
         max_batching_window: float = 0,
+        report_item_failures: bool = True,
         poll_interval: float = 0.05,
     ) -> None:
         if not 1 <= batch_size <= 10_000:
@@ -187,6 +198,11 @@ class SqsPoller:
             raise ValueError("wait_seconds must be between 0 and 20")
         if visibility_timeout is not None and not 0 <= int(visibility_timeout) <= 43_200:
             raise ValueError("visibility_timeout must be between 0 and 43200 seconds")
+        super().__init__(
+            counters=("received", "invocations", "deleted", "failed", "errors"),
+            poll_interval=poll_interval,
+            join_timeout=int(wait_seconds) + 5.0,
+        )
         self._client = client
         self.queue_url = queue_url
         self.queue_arn = queue_arn
@@ -196,34 +212,21 @@ class SqsPoller:
         self._wait_seconds = int(wait_seconds)
         self._visibility_timeout = None if visibility_timeout is None else int(visibility_timeout)
         self._max_batching_window = float(max_batching_window)
-        self._poll_interval = poll_interval
+        self._report_item_failures = bool(report_item_failures)
 
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._cond = threading.Condition()
-        self._cycles_started = 0
-        self._last_idle_cycle = 0
-        self._counters = {
-            "received": 0,
-            "invocations": 0,
-            "deleted": 0,
-            "failed": 0,
-            "errors": 0,
-            "poll_errors": 0,
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The event source mapping settings it runs with (template names)."""
+        return {
+            "batch_size": self._batch_size,
+            "maximum_batching_window": self._max_batching_window,
+            "report_batch_item_failures": self._report_item_failures,
         }
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("poller already started")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="leadflow-sqs-poller", daemon=True)
-        self._thread.start()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+        self._start_thread()
 
     def stop(self, drain_timeout: float = 10.0) -> bool:
         """Deliver what is in the queue (up to ``drain_timeout``), then stop the thread.
@@ -231,13 +234,7 @@ class SqsPoller:
         Returns whether the drain completed. Messages not delivered stay in the
         queue (a batch being handled when the time is up is finished first).
         """
-        if self._thread is None:
-            return True
-        drained = self.drain(drain_timeout) if drain_timeout > 0 else False
-        self._stop.set()
-        self._thread.join(timeout=max(drain_timeout, self._wait_seconds + 5.0))
-        self._thread = None
-        return drained
+        return super().stop(drain_timeout)
 
     def drain(self, timeout: float = 10.0, *, include_delayed: bool = True) -> bool:
         """Return True once the queue is done: nothing visible, in flight or (optionally) delayed.
@@ -250,19 +247,7 @@ class SqsPoller:
         message sent with ``DelaySeconds`` does not hold the drain up.
         Returns False after ``timeout`` seconds or when the poller is not running.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._cond:
-                target = self._cycles_started
-                while self._last_idle_cycle <= target:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not self.running:
-                        return False
-                    self._cond.wait(min(remaining, 0.5))
-            if self._queue_settled(include_delayed):
-                return True
-            if time.monotonic() >= deadline or not self.running:
-                return False
+        return self._drain(timeout, lambda: self._queue_settled(include_delayed))
 
     # -- counters ------------------------------------------------------------------
 
@@ -271,7 +256,7 @@ class SqsPoller:
         """``received`` messages, handler ``invocations``, messages ``deleted``,
         messages ``failed`` (left for redelivery), handler ``errors`` (exceptions)
         and ``poll_errors`` (receive or delete calls that failed)."""
-        return dict(self._counters)
+        return super().stats
 
     # -- the loop ------------------------------------------------------------------
 
@@ -288,25 +273,11 @@ class SqsPoller:
             depth.pop("ApproximateNumberOfMessagesDelayed")
         return not any(depth.values())
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self._cond:
-                self._cycles_started += 1
-                cycle = self._cycles_started
-            try:
-                messages = self._gather()
-            except Exception:
-                self._counters["poll_errors"] += 1
-                logger.exception("SQS receive from %s failed; retrying", self.queue_url)
-                self._stop.wait(1.0)
-                continue
-            if messages:
-                self._deliver(messages)
-                continue
-            with self._cond:
-                self._last_idle_cycle = cycle
-                self._cond.notify_all()
-            self._stop.wait(self._poll_interval)
+    def _poll_once(self) -> bool:
+        messages = self._gather()
+        if messages:
+            self._deliver(messages)
+        return bool(messages)
 
     def _receive(self, count: int, wait_seconds: int) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -338,22 +309,24 @@ class SqsPoller:
         return batch
 
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
-        self._counters["received"] += len(messages)
+        self._count("received", len(messages))
         records = [to_lambda_record(m, self.queue_arn, self._region) for m in messages]
-        self._counters["invocations"] += 1
+        self._count("invocations")
         try:
             response = self._handler({"Records": records})
         except Exception:
-            self._counters["errors"] += 1
-            self._counters["failed"] += len(messages)
+            self._count("errors")
+            self._count("failed", len(messages))
             logger.exception("SQS handler raised; the whole batch of %d failed", len(messages))
             return
+        if not self._report_item_failures:
+            response = None  # without ReportBatchItemFailures, Lambda ignores the answer
         failed = failed_message_ids(response, {m["MessageId"] for m in messages})
         if failed is None:
-            self._counters["failed"] += len(messages)
+            self._count("failed", len(messages))
             return
         done = [m for m in messages if m["MessageId"] not in failed]
-        self._counters["failed"] += len(messages) - len(done)
+        self._count("failed", len(messages) - len(done))
         if failed:
             logger.warning("SQS batch: %d of %d messages failed; they return after the visibility timeout",
                            len(messages) - len(done), len(messages))
@@ -366,11 +339,11 @@ class SqsPoller:
             try:
                 response = self._client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception:
-                self._counters["poll_errors"] += 1
+                self._count("poll_errors")
                 logger.exception("deleting %d handled messages failed; they will be delivered again", len(chunk))
                 continue
             for failure in response.get("Failed") or []:
-                self._counters["poll_errors"] += 1
+                self._count("poll_errors")
                 logger.error("could not delete a handled message (%s); it will be delivered again",
                              failure.get("Message"))
-            self._counters["deleted"] += len(response.get("Successful") or [])
+            self._count("deleted", len(response.get("Successful") or []))

@@ -72,13 +72,9 @@ def template_queues(template: Mapping[str, Any] | str | os.PathLike[str] | None 
 
     ``template`` is a parsed template, a path, or None for the project's template.yaml.
     """
-    from leadflow_infra import template as infra_template
+    from leadflow_infra.template import resolve_template
 
-    if template is None:
-        template = infra_template.find_template()
-    if not isinstance(template, Mapping):
-        template = infra_template.load_template(template)
-    resources = template.get("Resources") or {}
+    resources = resolve_template(template).get("Resources") or {}
     return {
         logical_id: dict(resource)
         for logical_id, resource in resources.items()

@@ -1,108 +1,79 @@
 """The whole local stack in one process: moto, the tables and queues, the gateway,
 the stream and queue pollers, the timer.
 
+Everything it runs comes from template.yaml (``$LEADFLOW_TEMPLATE``, or the
+``template`` argument), so the local stack cannot drift from what is deployed:
+the table (``LeadsTable``), the queues, and for each function (roles ``api``,
+``stream``, ``handoff``, ``handoff_retry``, ``jobs``: see :data:`ROLES`) its
+handler, name, timeout, memory and log group, its ``DynamoDB`` event source
+mappings (batch size, batching window, bisect, retries, record age,
+parallelization, partial batch responses, FilterCriteria), its ``SQS`` mappings
+(batch size, batching window, partial batch responses) and its ``ScheduleV2``
+schedules (expression, time zone, Input). Keyword arguments left at None take the
+template's value; a value given overrides it, for every mapping it applies to.
+
 Start order: moto → environment → tables and queues → snapshot load → handlers →
 pollers (stream pollers positioned at the stream's end, so loaded items are not
-re-delivered; each with its function's FilterCriteria from template.yaml) →
-scheduler → periodic snapshot → gateway → `<data-dir>/stack.json` (where
-`leadflow dlq` finds the queues). Stop runs it backwards: the gateway stops
+re-delivered, whatever ``StartingPosition`` says: the local stream is new at every
+start and holds only the load's INSERTs) → scheduler → periodic snapshot → gateway → `<data-dir>/stack.json`
+(where `leadflow dlq` finds the queues). Stop runs it backwards: the gateway stops
 accepting, the pollers drain, the scheduler stops, the snapshot is written, moto
 stops and the environment is restored.
+
+A stream mapping's on-failure destination is the JSON-lines file
+``<data-dir>/stream-dlq.jsonl`` (with the records themselves), not the template's
+``StreamDeadLetterQueue`` (which Lambda fills with the records' coordinates only).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 import logging
 import os
-import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import json
-
 from leadflow_infra.local.atomic import make_dynamodb_atomic
-from leadflow_infra.local.filters import stream_filter
+from leadflow_infra.local.filters import compile_filters
 from leadflow_infra.local.gateway import Gateway
+from leadflow_infra.local.invoke import ACCOUNT_ID, LambdaContext, LocalFunction
 from leadflow_infra.local.moto_server import MotoServer, forget_shard_iterator
-from leadflow_infra.local.persist import PeriodicDump, Snapshot
+from leadflow_infra.local.persist import PeriodicDump, Snapshot, write_json
 from leadflow_infra.local.stream_poller import DeadLetterFile, OnFailure, StreamPoller
 from leadflow_infra.local.queues import Queue, QueueSnapshot, create_queues, template_queues
 from leadflow_infra.local.queue_poller import SqsPoller
-from leadflow_infra.local.scheduler import Scheduler
-from leadflow_infra.local.tables import create_table, template_table_properties
+from leadflow_infra.local.scheduler import Job, Rate, Scheduler, parse_schedule
+from leadflow_infra.local.tables import create_table
+from leadflow_infra.template import (
+    DEFAULT_STACK_NAME,
+    FunctionSpec,
+    StreamSource,
+    function_spec,
+    resolve_template,
+    table_properties as template_table_properties,
+)
+
+__all__ = ["FROM_TEMPLATE", "ROLES", "LambdaContext", "LocalFunction", "LocalStack"]
 
 logger = logging.getLogger(__name__)
 
-ACCOUNT_ID = "123456789012"
 DEFAULT_TABLE = "leadflow"
+TABLE_RESOURCE = "LeadsTable"
 DLQ_NAME = "stream-dlq.jsonl"
-FROM_TEMPLATE = "template"  # record_filter: each stream consumer's FilterCriteria in template.yaml
-# Stream consumers: role -> (template function, template event).
-STREAM_CONSUMERS = {"stream": ("EventLogFunction", "EventLogStream"), "handoff": ("HandoffFunction", "MoveStream")}
+FROM_TEMPLATE = "template"  # a handler or record_filter taken from template.yaml
+# The stack's roles and the template functions that play them.
+ROLES = {
+    "api": "ApiFunction",
+    "stream": "EventLogFunction",
+    "handoff": "HandoffFunction",
+    "handoff_retry": "HandoffRetryFunction",
+    "jobs": "JobsFunction",
+}
 
 Handler = Callable[[dict[str, Any], Any], Any]
 HandlerSpec = Handler | str
-
-
-class LambdaContext:
-    """The parts of Lambda's context object that Powertools and handlers read."""
-
-    def __init__(self, function_name: str, *, region: str, account_id: str, memory_mb: int, timeout_s: float) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:{region}:{account_id}:function:{function_name}"
-        self.memory_limit_in_mb = memory_mb
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = f"{dt.datetime.now(dt.UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-class LocalFunction:
-    """A handler run like one Lambda execution environment: one invocation at a time."""
-
-    def __init__(
-        self,
-        function_name: str,
-        handler: Handler,
-        *,
-        region: str,
-        account_id: str = ACCOUNT_ID,
-        memory_mb: int = 512,
-        timeout_s: float = 30.0,
-    ) -> None:
-        self.function_name = function_name
-        self.handler = handler
-        self.region = region
-        self.account_id = account_id
-        self.memory_mb = memory_mb
-        self.timeout_s = timeout_s
-        self.invocations = 0
-        self._lock = threading.Lock()
-
-    @property
-    def arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.function_name}"
-
-    def __call__(self, event: dict[str, Any]) -> Any:
-        with self._lock:
-            self.invocations += 1
-            context = LambdaContext(
-                self.function_name,
-                region=self.region,
-                account_id=self.account_id,
-                memory_mb=self.memory_mb,
-                timeout_s=self.timeout_s,
-            )
-            return self.handler(event, context)
 
 
 def resolve_handler(spec: HandlerSpec) -> Handler:
@@ -113,36 +84,60 @@ def resolve_handler(spec: HandlerSpec) -> Handler:
     return getattr(importlib.import_module(module_name), attribute or "handler")
 
 
+def _hash_key(properties: Mapping[str, Any]) -> str | None:
+    for key in properties.get("KeySchema") or []:
+        if key.get("KeyType") == "HASH":
+            return key.get("AttributeName")
+    return None
+
+
 class LocalStack:
     """Everything ``leadflow serve`` runs, usable as a context manager.
 
-    ``api``, ``stream`` and ``jobs`` are Lambda handlers ``(event, context)``, or
-    ``"module:attribute"`` strings imported only after the environment points
-    boto3 at the local endpoint. ``jobs=None`` runs no scheduled jobs.
-    ``table_properties`` replaces template.yaml's ``LeadsTable`` Properties.
+    ``api``, ``stream``, ``handoff``, ``handoff_retry`` and ``jobs`` are Lambda
+    handlers ``(event, context)``, ``"module:attribute"`` strings imported only
+    after the environment points boto3 at the local endpoint, :data:`FROM_TEMPLATE`
+    (the default: the function's ``Handler`` in the template), or None to leave
+    that function (and its event sources) out.
+
+    ``template`` is a parsed template or a path (default: ``find_template()``).
+    ``table_properties`` replaces its ``LeadsTable`` Properties. The stream
+    settings ``batch_size``, ``max_retries`` (-1: until the record expires),
+    ``bisect_on_error``, ``batching_window`` and ``max_record_age``, and the
+    schedules ``rescore_every``, ``sla_every`` and ``funnel_every`` (seconds,
+    replacing the job's schedule with a rate) default to None: the template's.
+    ``record_filter`` :data:`FROM_TEMPLATE` is each stream mapping's FilterCriteria;
+    a callable (or None, no filter) replaces it for every stream mapping.
+    ``retry_base_delay`` and ``poll_interval`` are the pollers' own (Lambda's
+    backoff and polling rate are not configurable).
     """
 
     def __init__(
         self,
-        api: HandlerSpec = "leadflow.handlers.api:handler",
-        stream: HandlerSpec = "leadflow.handlers.event_log:handler",
-        jobs: HandlerSpec | None = "leadflow.handlers.jobs:handler",
-        handoff: HandlerSpec | None = "leadflow.handlers.handoff:handler",
-        handoff_retry: HandlerSpec | None = "leadflow.handlers.handoff_retry:handler",
+        api: HandlerSpec | None = FROM_TEMPLATE,
+        stream: HandlerSpec | None = FROM_TEMPLATE,
+        jobs: HandlerSpec | None = FROM_TEMPLATE,
+        handoff: HandlerSpec | None = FROM_TEMPLATE,
+        handoff_retry: HandlerSpec | None = FROM_TEMPLATE,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
         data_dir: str | os.PathLike[str] = ".leadflow",
         persist: bool = True,
+        template: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        stack_name: str = DEFAULT_STACK_NAME,
         table_name: str = DEFAULT_TABLE,
         table_properties: Mapping[str, Any] | None = None,
         region: str | None = None,
-        rescore_every: float = 3600.0,
-        funnel_every: float = 86400.0,
-        sla_every: float = 300.0,
+        rescore_every: float | None = None,
+        funnel_every: float | None = None,
+        sla_every: float | None = None,
         snapshot_every: float = 30.0,
-        batch_size: int = 100,
-        max_retries: int = 5,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+        bisect_on_error: bool | None = None,
+        batching_window: float | None = None,
+        max_record_age: float | None = None,
         retry_base_delay: float = 0.1,
         poll_interval: float = 0.05,
         record_filter: Callable[[Mapping[str, Any]], bool] | None | str = FROM_TEMPLATE,
@@ -156,17 +151,26 @@ class LocalStack:
         self.port = port
         self.data_dir = Path(data_dir)
         self.persist = persist
+        self._template_source = template
+        self._template: Mapping[str, Any] | None = None
+        self.stack_name = stack_name
         self.table_name = table_name
         self._table_properties = dict(table_properties) if table_properties is not None else None
         self._region = region
-        self._job_intervals = {"rescore": float(rescore_every), "sla": float(sla_every), "funnel": float(funnel_every)}
+        self._job_overrides = {"rescore": rescore_every, "sla": sla_every, "funnel": funnel_every}
+        for job, every in self._job_overrides.items():
+            if every is not None and every <= 0:
+                raise ValueError(f"{job}_every must be positive, got {every}")
         self._snapshot_every = snapshot_every
-        self._poller_options = {
+        self._stream_overrides = {
             "batch_size": batch_size,
             "max_retries": max_retries,
-            "retry_base_delay": retry_base_delay,
-            "poll_interval": poll_interval,
+            "bisect_on_error": bisect_on_error,
+            "batching_window": batching_window,
+            "max_record_age": max_record_age,
         }
+        self._retry_base_delay = retry_base_delay
+        self._poll_interval = poll_interval
         self._record_filter = record_filter
         self._on_stream_failure = on_stream_failure
         self._drain_timeout = drain_timeout
@@ -178,6 +182,7 @@ class LocalStack:
         self.poller: StreamPoller | None = None
         self.pollers: dict[str, StreamPoller] = {}
         self.retry_poller: SqsPoller | None = None
+        self.queue_pollers: dict[str, SqsPoller] = {}
         self.queues: dict[str, Queue] = {}
         self.queue_snapshot: QueueSnapshot | None = None
         self.scheduler: Scheduler | None = None
@@ -190,6 +195,51 @@ class LocalStack:
         self._tables_ready = False
         self._saved_env: dict[str, str | None] = {}
         self._started = False
+
+    # -- what the template says ------------------------------------------------------
+
+    @property
+    def template(self) -> Mapping[str, Any]:
+        """The parsed template the stack runs (loaded on first use)."""
+        if self._template is None:
+            self._template = resolve_template(self._template_source)
+        return self._template
+
+    def function_spec(self, role: str) -> FunctionSpec:
+        """The template function playing ``role`` (see :data:`ROLES`)."""
+        return function_spec(self.template, ROLES[role], stack_name=self.stack_name)
+
+    def table_definition(self) -> dict[str, Any]:
+        """The table's Properties: ``table_properties``, else the template's ``LeadsTable``."""
+        if self._table_properties is not None:
+            return dict(self._table_properties)
+        return dict(template_table_properties(dict(self.template), TABLE_RESOURCE))
+
+    def stream_options(self, source: StreamSource) -> dict[str, Any]:
+        """The :class:`StreamPoller` settings for a stream mapping: the template's, then the overrides."""
+        options: dict[str, Any] = {
+            "batch_size": source.batch_size,
+            "batching_window": float(source.maximum_batching_window),
+            "bisect_on_error": source.bisect_batch_on_function_error,
+            "max_retries": source.maximum_retry_attempts,
+            "max_record_age": source.maximum_record_age,
+            "parallelization": source.parallelization_factor,
+            "report_item_failures": source.report_batch_item_failures,
+        }
+        options.update({name: value for name, value in self._stream_overrides.items() if value is not None})
+        return options
+
+    def scheduled_jobs(self, spec: FunctionSpec) -> dict[str, Job]:
+        """The jobs function's schedules by job name, with the ``*_every`` overrides as rates."""
+        jobs: dict[str, Job] = {}
+        for source in spec.schedules:
+            if source.enabled:
+                jobs[source.job] = Job(source.job, parse_schedule(source.expression, source.timezone), source.input)
+        for name, every in self._job_overrides.items():
+            if every is not None:
+                payload = jobs[name].payload if name in jobs else {"job": name}
+                jobs[name] = Job(name, Rate(float(every)), payload)
+        return jobs
 
     # -- public surface ------------------------------------------------------------
 
@@ -223,7 +273,7 @@ class LocalStack:
         health = {
             "moto": self.moto.running,
             "tables": self._tables_ready,
-            "poller": self.poller is not None and self.poller.running,
+            "poller": self.poller is not None and self.poller.running if "stream" in self.functions else self._started,
             "scheduler": self.scheduler is not None and self.scheduler.ready,
         }
         if "handoff" in self.functions:
@@ -238,15 +288,17 @@ class LocalStack:
 
     def drain(self, timeout: float = 10.0, *, retries: bool = False) -> bool:
         """Wait until everything now in the stream has reached the stream consumers
-        (and, with ``retries``, until the retry queue is empty, delayed messages included)."""
-        if self.poller is None:
+        (and, with ``retries``, until the queues feeding functions are empty, delayed messages included)."""
+        if not self._started:
             raise RuntimeError("local stack is not running")
         deadline = time.monotonic() + timeout
         for poller in self.pollers.values():
             if not poller.drain(max(0.0, deadline - time.monotonic())):
                 return False
-        if retries and self.retry_poller is not None:
-            return self.retry_poller.drain(max(0.0, deadline - time.monotonic()), include_delayed=True)
+        if retries:
+            for queue_poller in self.queue_pollers.values():
+                if not queue_poller.drain(max(0.0, deadline - time.monotonic()), include_delayed=True):
+                    return False
         return True
 
     def run_job(self, job: str) -> Any:
@@ -300,9 +352,7 @@ class LocalStack:
         self._set_environment()
 
         dynamodb = self._dynamodb_client()
-        properties = self._table_properties
-        if properties is None:
-            properties = template_table_properties("LeadsTable")
+        properties = self.table_definition()
         table = create_table(dynamodb, properties, self.table_name)
         self.stream_arn = table.get("LatestStreamArn")
         if not self.stream_arn:
@@ -318,37 +368,62 @@ class LocalStack:
                 self.queue_snapshot = QueueSnapshot(self.client("sqs"), self.data_dir, self.queues, region=self.region)
                 self.queue_snapshot.load()
 
-        self._attach_handlers()
+        specs = self._attach_handlers()
 
         # Positioned now, after the load: the INSERTs it produced are behind the iterator.
         on_failure = self._on_stream_failure or DeadLetterFile(self.dead_letter_path)
-        for role, (function, event) in STREAM_CONSUMERS.items():
-            if role not in self.functions:
-                continue
-            record_filter = self._record_filter
-            if record_filter == FROM_TEMPLATE:
-                record_filter = stream_filter(function, event)
-            poller = StreamPoller(
-                self.client("dynamodbstreams"),
-                self.stream_arn,
-                self.functions[role],
-                region=self.region,
-                on_failure=on_failure,
-                function_arn=self.functions[role].arn,
-                forget_iterator=forget_shard_iterator,
-                record_filter=record_filter,
-                **self._poller_options,
-            )
-            poller.start("LATEST")
-            self.pollers[role] = poller
-        self.poller = self.pollers["stream"]
-        retry_queue = self.queues.get("HandoffRetryQueue")
-        if "handoff_retry" in self.functions and retry_queue is not None:
-            self.retry_poller = SqsPoller(self.client("sqs"), retry_queue.url, retry_queue.arn,
-                                          self.functions["handoff_retry"], region=self.region, wait_seconds=1)
-            self.retry_poller.start()
+        partition_key = _hash_key(properties)
+        for role, spec in specs.items():
+            streams = [source for source in spec.streams if source.enabled]
+            for source in streams:
+                if source.table != TABLE_RESOURCE:
+                    raise ValueError(f"{spec.logical_id}.{source.name}: the local stack only has the stream of "
+                                     f"{TABLE_RESOURCE}, not {source.table or 'a literal ARN'}")
+                record_filter = self._record_filter
+                if record_filter == FROM_TEMPLATE:
+                    record_filter = compile_filters(source.filter_criteria)
+                poller = StreamPoller(
+                    self.client("dynamodbstreams"),
+                    self.stream_arn,
+                    self.functions[role],
+                    region=self.region,
+                    on_failure=on_failure,
+                    function_arn=self.functions[role].arn,
+                    forget_iterator=forget_shard_iterator,
+                    record_filter=record_filter,
+                    partition_key=partition_key,
+                    retry_base_delay=self._retry_base_delay,
+                    poll_interval=self._poll_interval,
+                    **self.stream_options(source),
+                )
+                # Always the stream's end, whatever StartingPosition says: moto's stream is new
+                # at every start and holds only the snapshot load's INSERTs, which are no changes.
+                poller.start("LATEST")
+                self.pollers[role if len(streams) == 1 else f"{role}:{source.name}"] = poller
+            for source in (source for source in spec.queues if source.enabled):
+                queue = self.queues.get(source.queue or "")
+                if queue is None:
+                    raise ValueError(f"{spec.logical_id}.{source.name}: no local queue {source.queue!r}")
+                sqs_poller = SqsPoller(
+                    self.client("sqs"),
+                    queue.url,
+                    queue.arn,
+                    self.functions[role],
+                    region=self.region,
+                    batch_size=source.batch_size,
+                    max_batching_window=source.maximum_batching_window,
+                    report_item_failures=source.report_batch_item_failures,
+                    wait_seconds=1,
+                    poll_interval=self._poll_interval,
+                )
+                sqs_poller.start()
+                self.queue_pollers[f"{role}:{source.name}"] = sqs_poller
+                if role == "handoff_retry" and self.retry_poller is None:
+                    self.retry_poller = sqs_poller
+        self.poller = self.pollers.get("stream")
 
-        self.scheduler = Scheduler(self.functions.get("jobs"), self._job_intervals)
+        jobs = self.scheduled_jobs(specs["jobs"]) if "jobs" in specs else {}
+        self.scheduler = Scheduler(self.functions.get("jobs"), jobs)
         self.scheduler.start()
 
         if self.persist and self.snapshot is not None and self._snapshot_every > 0:
@@ -370,7 +445,7 @@ class LocalStack:
     def _create_queues(self) -> None:
         """The template's SQS queues (the handoff's retry and dead-letter queues), and
         the handlers' environment naming them, as the template's Globals do in AWS."""
-        resources = template_queues()
+        resources = template_queues(self.template)
         if not resources:
             return
         self.queues = create_queues(self.client("sqs"), resources)
@@ -403,34 +478,39 @@ class LocalStack:
                 "dead_letter": self.queues["HandoffDeadLetterQueue"].url if "HandoffDeadLetterQueue" in self.queues else None,
             },
         }
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        write_json(self.info_path, info, indent=2)
 
-    def _attach_handlers(self) -> None:
-        options = {
-            "api": {"function_name": "leadflow-api", "timeout_s": 30.0},
-            "stream": {"function_name": "leadflow-stream", "timeout_s": 60.0},
-            "handoff": {"function_name": "leadflow-handoff", "timeout_s": 60.0},
-            "handoff_retry": {"function_name": "leadflow-handoff-retry", "timeout_s": 60.0},
-            "jobs": {"function_name": "leadflow-jobs", "timeout_s": 900.0},
-        }
+    def _attach_handlers(self) -> dict[str, FunctionSpec]:
+        """A :class:`LocalFunction` per role with a handler, from its template function; returns their specs."""
         if any(isinstance(spec, str) for spec in self._specs.values()):
             # The real handlers cache settings and boto3 clients per process; a
             # previous stack in this process left them pointing at its endpoint.
             from leadflow import container
 
             container.reset()
-        for role, spec in self._specs.items():
-            if spec is None:
+        attached: dict[str, FunctionSpec] = {}
+        for role, handler_spec in self._specs.items():
+            if handler_spec is None:
                 continue
+            spec = self.function_spec(role)
+            if handler_spec == FROM_TEMPLATE:
+                handler_spec = spec.handler_spec
             try:
-                handler = resolve_handler(spec)
+                handler = resolve_handler(handler_spec)
             except ModuleNotFoundError as exc:
-                if role != "jobs" or not isinstance(spec, str) or exc.name != spec.partition(":")[0]:
+                if role != "jobs" or not isinstance(handler_spec, str) or exc.name != handler_spec.partition(":")[0]:
                     raise
                 logger.warning("no %s module: scheduled jobs are off", exc.name)
                 continue
-            self.functions[role] = LocalFunction(handler=handler, region=self.region, **options[role])
+            # One execution environment per batch its event sources can deliver at once:
+            # a stream mapping's lanes (ParallelizationFactor, one shard locally), one per queue.
+            concurrency = sum(s.parallelization_factor for s in spec.streams if s.enabled)
+            concurrency += sum(1 for s in spec.queues if s.enabled)
+            self.functions[role] = LocalFunction.from_spec(
+                spec, handler, region=self.region, account_id=ACCOUNT_ID, concurrency=max(1, concurrency)
+            )
+            attached[role] = spec
+        return attached
 
     def _environment(self) -> dict[str, str | None]:
         env: dict[str, str | None] = {
@@ -494,9 +574,9 @@ class LocalStack:
             drained = poller.stop(self._drain_timeout)
             if not drained:
                 logger.warning("%s stream not fully drained within %.0fs", role, self._drain_timeout)
-        if self.retry_poller is not None:
+        for name, queue_poller in self.queue_pollers.items():
             # Delayed retries stay queued (and are saved with the snapshot).
-            self._quietly(lambda: self.retry_poller.stop(0), "retry poller")
+            self._quietly(lambda queue_poller=queue_poller: queue_poller.stop(0), f"{name} poller")
         if self.scheduler is not None:
             self._quietly(self.scheduler.stop, "scheduler")
         if self._periodic is not None:

@@ -1,19 +1,70 @@
-"""Feed a DynamoDB stream to the stream handler the way Lambda's event source mapping does.
+"""Feed a DynamoDB stream to a function the way Lambda's event source mapping does.
 
-What is copied from the mapping (``FunctionResponseTypes: [ReportBatchItemFailures]``):
+The settings are the mapping's (the stack passes the template's ``DynamoDB`` event
+properties; the constructor's defaults are AWS's defaults):
+
 - records are delivered as ``{"Records": [...]}`` in Lambda's record shape, with
   ``eventSourceARN`` and ``ApproximateCreationDateTime`` in epoch seconds;
-- a filter (the template's ``FilterCriteria``) drops records before batching;
-- the handler answers ``{"batchItemFailures": [{"itemIdentifier": <SequenceNumber>}]}``;
-  the batch is retried from the lowest failed sequence number, with exponential
-  backoff, up to ``max_retries`` times, and what is still failing then goes to the
-  on-failure destination; an exception, or an identifier that is not in the batch,
-  fails the whole batch;
-- one shard is worked at a time, in order: a failing batch blocks its shard.
+- ``FilterCriteria`` (``record_filter``) drops records before batching; dropped
+  records count as handled;
+- ``BatchSize`` (``batch_size``): at most that many records per invocation;
+- ``MaximumBatchingWindowInSeconds`` (``batching_window``): after a read finds
+  records, the shard is read again (every ``poll_interval``) until the batch is
+  full (a batch per lane, with parallelization) or the window has passed, then
+  the function is invoked. Kept although it only delays the local stack (up to
+  the window per batch): what a function gets in one batch locally is then what
+  it can get in AWS;
+- ``FunctionResponseTypes: [ReportBatchItemFailures]`` (``report_item_failures``):
+  the function answers ``{"batchItemFailures": [{"itemIdentifier": <SequenceNumber>}]}``;
+  the records before the lowest failed sequence number are done (the checkpoint
+  moves there) and the batch is retried from it. An answer naming an identifier
+  that is not in the batch (or an empty one) fails the whole batch. Without the
+  setting, whatever the function returns is success, as in Lambda;
+- ``BisectBatchOnFunctionError`` (``bisect_on_error``): when the function raises
+  (a function error), a batch of more than one record is split in two halves,
+  which are invoked one after the other, the first half first; each may be split
+  again, down to single records. Splitting is not a retry: it takes nothing from
+  the retry budget, and the first half is invoked without a backoff wait (a
+  record's retries are counted once it is alone, or when a failure cannot be
+  split). A whole-batch failure that
+  is not a function error (a malformed ``batchItemFailures``) is retried unsplit.
+  With item failures reported, the retry starts at the lowest failed record
+  (Lambda: "the batch is bisected at the returned sequence number");
+- ``MaximumRetryAttempts`` (``max_retries``; -1 or None: until the record expires):
+  each failed invocation that is not a split is one retry of the records retried,
+  with exponential backoff (``retry_base_delay`` doubling up to
+  ``retry_max_delay``, a local choice: Lambda's own backoff is not documented).
+  Records whose retries are used up go to the on-failure destination, condition
+  ``RetryAttemptsExhausted``, and the shard moves on;
+- ``MaximumRecordAgeInSeconds`` (``max_record_age``; -1 or None: the stream's 24
+  hour retention): before every invocation, first ones included, records older
+  than that (by ``ApproximateCreationDateTime`` and ``clock``) are not invoked but
+  go to the on-failure destination, condition ``RecordAgeExceeded``;
+- ``ParallelizationFactor`` (``parallelization``): the records read from a shard
+  (up to ``batch_size`` times that many a read) are split into that many lanes
+  by a hash (CRC-32) of the record's partition key
+  (``partition_key``, the table's HASH key; all of ``Keys`` when None), so all
+  changes of one item, and of one partition key, go through one lane, in stream
+  order. Each lane delivers its records in batches, in order, with the retry rules
+  above; different lanes are delivered concurrently (one thread each), so the
+  function needs that many execution environments. The next read of the shard
+  waits until every lane has finished the records of the previous read: a lane
+  that retries holds its shard up (Lambda may let the other lanes move on; the
+  per-key order is the same either way).
+
+Shards are read one after another, each in sequence order; a closed shard's
+children are adopted from their beginning. When the poller stops while a batch is
+being retried, the batch goes to the on-failure destination, condition
+``Shutdown`` (a local condition: the stream position is not kept across restarts).
 
 The default on-failure destination is a JSON-lines file standing in for the SQS
 dead-letter queue: one line per discarded batch, in the shape Lambda sends to
 the queue plus the records themselves (Lambda only sends their coordinates).
+``on_failure`` may be called from several lanes at once.
+
+Not reproduced: ``TumblingWindowInSeconds``, the 6 MB invocation payload limit,
+``StartingPosition: AT_TIMESTAMP`` and the mapping's own polling rate (4 reads a
+second per shard; here ``poll_interval``).
 """
 
 from __future__ import annotations
@@ -25,11 +76,16 @@ import os
 import threading
 import time
 import uuid
+import zlib
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from leadflow_infra.local.persist import attributes_to_json
+from leadflow_infra.local.poller import Poller
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +169,41 @@ class DeadLetterFile:
             return [json.loads(line) for line in fh if line.strip()]
 
 
-class StreamPoller:
+STREAM_RETENTION = 86_400  # seconds DynamoDB Streams keeps a record
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """The event source mapping settings a :class:`StreamPoller` runs with (template names)."""
+
+    batch_size: int
+    maximum_batching_window: float
+    bisect_batch_on_function_error: bool
+    maximum_retry_attempts: int  # -1: until the record expires
+    maximum_record_age: int  # -1: the stream's retention
+    parallelization_factor: int
+    report_batch_item_failures: bool
+
+
+def lane_of(record: Mapping[str, Any], lanes: int, partition_key: str | None = None) -> int:
+    """The lane (0..lanes-1) of a Lambda-shaped stream record: a stable hash of its partition key."""
+    if lanes <= 1:
+        return 0
+    keys = record.get("dynamodb", {}).get("Keys", {})
+    key = keys.get(partition_key) if partition_key else keys
+    data = json.dumps(key, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return zlib.crc32(data) % lanes
+
+
+class StreamPoller(Poller):
     """One thread reading every shard of one stream and invoking ``handler(event)``.
 
     ``handler`` takes the event only: the caller wraps the Lambda handler with its
     context. ``client`` is a boto3 ``dynamodbstreams`` client.
     """
+
+    thread_name = "leadflow-stream-poller"
+    source_kind = "stream"
 
     def __init__(
         self,
@@ -128,50 +213,81 @@ class StreamPoller:
         *,
         region: str = "us-east-1",
         batch_size: int = 100,
-        max_retries: int = 5,
+        batching_window: float = 0.0,
+        bisect_on_error: bool = False,
+        max_retries: int | None = None,
+        max_record_age: float | None = None,
+        parallelization: int = 1,
+        report_item_failures: bool = False,
+        partition_key: str | None = None,
         retry_base_delay: float = 0.1,
         retry_max_delay: float = 5.0,
         poll_interval: float = 0.05,
         idle_poll_interval: float = 0.1,
-        record_filter: Callable[[Mapping[str, Any]], bool] | None = is_lead_record,
+        record_filter: Callable[[Mapping[str, Any]], bool] | None = None,
         on_failure: OnFailure | None = None,
-        function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:leadflow-stream",
+        function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:leadflow-event-log",
         forget_iterator: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        if not 1 <= batch_size <= 10_000:
+            raise ValueError("batch_size must be between 1 and 10000")
+        if not 1 <= parallelization <= 10:
+            raise ValueError("parallelization must be between 1 and 10")
+        if not 0 <= batching_window <= 300:
+            raise ValueError("batching_window must be between 0 and 300 seconds")
+        super().__init__(
+            counters=(
+                "records_seen",
+                "records_filtered_out",
+                "invocations",
+                "batches_delivered",
+                "records_delivered",
+                "retries",
+                "bisections",
+                "batches_dead_lettered",
+                "records_dead_lettered",
+                "records_expired",
+            ),
+            poll_interval=poll_interval,
+            idle_poll_interval=idle_poll_interval,
+        )
         self._client = client
         self.stream_arn = stream_arn
         self._handler = handler
         self._region = region
         self._batch_size = batch_size
-        self._max_retries = max_retries
+        self._batching_window = float(batching_window)
+        self._bisect = bool(bisect_on_error)
+        self._max_retries = None if max_retries is None or max_retries < 0 else int(max_retries)
+        self._max_record_age = None if max_record_age is None or max_record_age < 0 else float(max_record_age)
+        self._parallelization = int(parallelization)
+        self._report_item_failures = bool(report_item_failures)
+        self._partition_key = partition_key
         self._retry_base_delay = retry_base_delay
         self._retry_max_delay = retry_max_delay
-        self._poll_interval = poll_interval
-        self._idle_poll_interval = max(idle_poll_interval, poll_interval)
         self._filter = record_filter
         self._on_failure = on_failure
         self._function_arn = function_arn
         self._forget_iterator = forget_iterator
+        self._clock = clock
 
         self._iterators: dict[str, str] = {}
         self._last_seq: dict[str, str] = {}
         self._closed_shards: set[str] = set()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._cond = threading.Condition()
-        self._cycles_started = 0
-        self._last_idle_cycle = 0
-        self._counters = {
-            "records_seen": 0,
-            "records_filtered_out": 0,
-            "invocations": 0,
-            "batches_delivered": 0,
-            "records_delivered": 0,
-            "retries": 0,
-            "batches_dead_lettered": 0,
-            "records_dead_lettered": 0,
-            "poll_errors": 0,
-        }
+        self._lanes: ThreadPoolExecutor | None = None
+
+    @property
+    def settings(self) -> StreamSettings:
+        return StreamSettings(
+            batch_size=self._batch_size,
+            maximum_batching_window=self._batching_window,
+            bisect_batch_on_function_error=self._bisect,
+            maximum_retry_attempts=-1 if self._max_retries is None else self._max_retries,
+            maximum_record_age=-1 if self._max_record_age is None else int(self._max_record_age),
+            parallelization_factor=self._parallelization,
+            report_batch_item_failures=self._report_item_failures,
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -192,13 +308,9 @@ class StreamPoller:
             self._iterators[shard_id] = self._client.get_shard_iterator(
                 StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType=position
             )["ShardIterator"]
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="leadflow-stream-poller", daemon=True)
-        self._thread.start()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+        if self._parallelization > 1:
+            self._lanes = ThreadPoolExecutor(self._parallelization, thread_name_prefix="leadflow-stream-lane")
+        self._start_thread()
 
     def stop(self, drain_timeout: float = 10.0) -> bool:
         """Deliver what is in the stream (up to ``drain_timeout``), then stop the thread.
@@ -206,45 +318,24 @@ class StreamPoller:
         Returns whether the drain completed. A batch still being retried when the
         time is up goes to the on-failure destination rather than being lost.
         """
-        if self._thread is None:
-            return True
-        drained = self.drain(drain_timeout) if drain_timeout > 0 else False
-        self._stop.set()
-        self._thread.join(timeout=max(drain_timeout, 5.0))
-        self._thread = None
-        return drained
+        return super().stop(drain_timeout)
 
-    def drain(self, timeout: float = 10.0) -> bool:
-        """Return True once every record in the stream when called has been handled.
-
-        "Handled" means delivered, filtered out or dead-lettered: the poller has
-        completed a read that started after this call and found nothing new.
-        """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            target = self._cycles_started
-            while self._last_idle_cycle <= target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self.running:
-                    return False
-                self._cond.wait(min(remaining, 0.5))
-        return True
+    def _stopped(self) -> None:
+        if self._lanes is not None:
+            self._lanes.shutdown(wait=True)
+            self._lanes = None
 
     # -- counters ------------------------------------------------------------------
 
     @property
-    def stats(self) -> dict[str, int]:
-        return dict(self._counters)
-
-    @property
     def delivered_batches(self) -> int:
-        return self._counters["batches_delivered"]
+        return self.stats["batches_delivered"]
 
     @property
     def delivered_records(self) -> int:
-        return self._counters["records_delivered"]
+        return self.stats["records_delivered"]
 
-    # -- the loop ------------------------------------------------------------------
+    # -- reading -------------------------------------------------------------------
 
     def _describe_shards(self) -> list[dict[str, Any]]:
         shards: list[dict[str, Any]] = []
@@ -276,78 +367,107 @@ class StreamPoller:
             kwargs["ShardIteratorType"] = "TRIM_HORIZON"
         self._iterators[shard_id] = self._client.get_shard_iterator(**kwargs)["ShardIterator"]
 
-    def _run(self) -> None:
-        empty_polls = 0
-        while not self._stop.is_set():
-            with self._cond:
-                self._cycles_started += 1
-                cycle = self._cycles_started
+    def _recover(self) -> None:
+        for shard_id in list(self._iterators):
             try:
-                found = self._poll_once()
+                self._reposition(shard_id)
             except Exception:
-                self._counters["poll_errors"] += 1
-                logger.exception("stream poll failed; retrying")
-                self._stop.wait(1.0)
-                for shard_id in list(self._iterators):
-                    try:
-                        self._reposition(shard_id)
-                    except Exception:
-                        logger.debug("could not reposition shard %s", shard_id, exc_info=True)
-                continue
-            if found:
-                empty_polls = 0
-                continue
-            with self._cond:
-                self._last_idle_cycle = cycle
-                self._cond.notify_all()
-            # Poll fast while records flow; after a second of silence, a little slower.
-            empty_polls += 1
-            quiet = empty_polls * self._poll_interval >= 1.0
-            self._stop.wait(self._idle_poll_interval if quiet else self._poll_interval)
+                logger.debug("could not reposition shard %s", shard_id, exc_info=True)
+
+    def _read(self, shard_id: str) -> tuple[bool, list[Record]]:
+        """One get_records on the shard: (whether it found anything, the records that pass the filter).
+
+        A shard found closed counts as found (its children are adopted).
+        """
+        iterator = self._iterators[shard_id]
+        # Enough for a full batch in every lane (GetRecords returns at most 1000).
+        limit = min(1000, self._batch_size * self._parallelization)
+        response = self._client.get_records(ShardIterator=iterator, Limit=limit)
+        if self._forget_iterator is not None:
+            self._forget_iterator(iterator)
+        raw_records = response.get("Records", [])
+        next_iterator = response.get("NextShardIterator")
+        if next_iterator:
+            self._iterators[shard_id] = next_iterator
+        else:
+            logger.debug("shard %s closed", shard_id)
+            del self._iterators[shard_id]
+            self._closed_shards.add(shard_id)
+            self._adopt_new_shards()
+        if not raw_records:
+            return not next_iterator, []
+        self._last_seq[shard_id] = str(raw_records[-1]["dynamodb"]["SequenceNumber"])
+        self._count("records_seen", len(raw_records))
+        records = [to_lambda_record(r, self.stream_arn, self._region) for r in raw_records]
+        kept = [r for r in records if self._filter is None or self._filter(r)]
+        self._count("records_filtered_out", len(records) - len(kept))
+        return True, kept
 
     def _poll_once(self) -> bool:
         found = False
-        for shard_id, iterator in list(self._iterators.items()):
+        for shard_id in list(self._iterators):
             if self._stop.is_set():
                 return True
-            response = self._client.get_records(ShardIterator=iterator, Limit=self._batch_size)
-            if self._forget_iterator is not None:
-                self._forget_iterator(iterator)
-            records = response.get("Records", [])
+            if shard_id not in self._iterators:
+                continue
+            read, records = self._read(shard_id)
+            if not read:
+                continue
+            found = True
+            if records and self._batching_window > 0:
+                records = self._gather(shard_id, records)
             if records:
-                found = True
-                self._handle(shard_id, records)
-                self._last_seq[shard_id] = str(records[-1]["dynamodb"]["SequenceNumber"])
-            next_iterator = response.get("NextShardIterator")
-            if next_iterator:
-                self._iterators[shard_id] = next_iterator
-            else:
-                logger.debug("shard %s closed", shard_id)
-                del self._iterators[shard_id]
-                self._closed_shards.add(shard_id)
-                self._adopt_new_shards()
-                found = True
+                self._dispatch(shard_id, records)
         return found
 
-    def _handle(self, shard_id: str, raw_records: list[dict[str, Any]]) -> None:
-        self._counters["records_seen"] += len(raw_records)
-        records = [to_lambda_record(r, self.stream_arn, self._region) for r in raw_records]
-        batch = [r for r in records if self._filter is None or self._filter(r)]
-        self._counters["records_filtered_out"] += len(records) - len(batch)
-        if batch:
-            self._deliver(shard_id, batch)
+    def _gather(self, shard_id: str, records: list[Record]) -> list[Record]:
+        """Read the shard again until the batch is full or the batching window has passed."""
+        deadline = time.monotonic() + self._batching_window
+        full = self._batch_size * self._parallelization
+        while len(records) < full and shard_id in self._iterators and not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._stop.wait(min(self._poll_interval, remaining))
+            _, more = self._read(shard_id)
+            records.extend(more)
+        return records
+
+    # -- delivering ----------------------------------------------------------------
+
+    def _dispatch(self, shard_id: str, records: list[Record]) -> None:
+        """Split the records into lanes and deliver every lane (concurrently when several)."""
+        lanes: dict[int, list[Record]] = {}
+        for record in records:
+            lanes.setdefault(lane_of(record, self._parallelization, self._partition_key), []).append(record)
+        if len(lanes) == 1 or self._lanes is None:
+            for lane_records in lanes.values():
+                self._deliver_lane(shard_id, lane_records)
+            return
+        futures = [self._lanes.submit(self._deliver_lane, shard_id, lane) for _, lane in sorted(lanes.items())]
+        for future in futures:
+            future.result()
+
+    def _deliver_lane(self, shard_id: str, records: list[Record]) -> None:
+        for start in range(0, len(records), self._batch_size):
+            self._deliver(shard_id, records[start : start + self._batch_size])
 
     def _invoke(self, batch: list[Record]) -> tuple[set[str] | None, str | None]:
-        """Invoke once; return (failed sequence numbers or None for all, function error)."""
-        self._counters["invocations"] += 1
+        """Invoke once; return (failed sequence numbers, or None for the whole batch; function error)."""
+        self._count("invocations")
         try:
             response = self._handler({"Records": batch})
         except Exception:
             logger.exception("stream handler raised; the whole batch of %d failed", len(batch))
             return None, "Unhandled"
-        failures = (response or {}).get("batchItemFailures") if isinstance(response, Mapping) else None
+        if not self._report_item_failures or not isinstance(response, Mapping):
+            return set(), None
+        failures = response.get("batchItemFailures")
         if not failures:
             return set(), None
+        if not isinstance(failures, list):
+            logger.warning("batchItemFailures is a %s, not a list: whole batch failed", type(failures).__name__)
+            return None, None
         in_batch = {r["dynamodb"]["SequenceNumber"] for r in batch}
         failed: set[str] = set()
         for failure in failures:
@@ -358,48 +478,84 @@ class StreamPoller:
             failed.add(str(identifier))
         return failed, None
 
+    def _expired(self, record: Record) -> bool:
+        created = record["dynamodb"].get("ApproximateCreationDateTime")
+        if created is None:
+            return False
+        limit = STREAM_RETENTION if self._max_record_age is None else min(self._max_record_age, STREAM_RETENTION)
+        return self._clock() - float(created) > limit
+
     def _deliver(self, shard_id: str, batch: list[Record]) -> None:
-        pending = batch
-        attempt = 0
-        while True:
-            attempt += 1
-            failed, function_error = self._invoke(pending)
+        """Deliver one batch with retries, bisection, record age and the on-failure destination.
+
+        Work is a queue of segments (records, retries used, invocations so far),
+        worked front first, so records are invoked in stream order.
+        """
+        segments: deque[tuple[list[Record], int, int]] = deque([(batch, 0, 0)])
+        while segments:
+            records, retries, invokes = segments.popleft()
+            kept: list[Record] = []
+            expired: list[Record] = []
+            for record in records:
+                (expired if self._expired(record) else kept).append(record)
+            if expired:
+                self._count("records_expired", len(expired))
+                self._dead_letter(shard_id, expired, invokes, "RecordAgeExceeded", None)
+                records = kept
+                if not records:
+                    continue
+            failed, function_error = self._invoke(records)
+            invokes += 1
             if failed is not None and not failed:
-                self._counters["batches_delivered"] += 1
-                self._counters["records_delivered"] += len(pending)
-                return
-            if failed is None:
-                start = 0
-            else:
+                self._count("batches_delivered")
+                self._count("records_delivered", len(records))
+                continue
+            if failed is not None:
                 lowest = min(int(s) for s in failed)
-                start = next(i for i, r in enumerate(pending) if _seq(r) == lowest)
-            self._counters["records_delivered"] += start
-            pending = pending[start:]
-            if attempt > self._max_retries or self._stop.is_set():
-                self._dead_letter(shard_id, pending, attempt, function_error)
-                return
-            delay = min(self._retry_base_delay * (2 ** (attempt - 1)), self._retry_max_delay)
-            self._counters["retries"] += 1
+                start = next(i for i, r in enumerate(records) if _seq(r) == lowest)
+                self._count("records_delivered", start)
+                records = records[start:]
+            elif function_error is not None and self._bisect and len(records) > 1 and not self._stop.is_set():
+                middle = len(records) // 2
+                self._count("bisections")
+                logger.warning(
+                    "stream batch of %d failed with a function error; bisecting at sequence %s",
+                    len(records),
+                    records[middle]["dynamodb"]["SequenceNumber"],
+                )
+                segments.appendleft((records[middle:], retries, invokes))
+                segments.appendleft((records[:middle], retries, invokes))
+                continue
+            retries += 1
+            exhausted = self._max_retries is not None and retries > self._max_retries
+            if exhausted or self._stop.is_set():
+                condition = "RetryAttemptsExhausted" if exhausted else "Shutdown"
+                self._dead_letter(shard_id, records, invokes, condition, function_error)
+                continue
+            delay = min(self._retry_base_delay * (2 ** (retries - 1)), self._retry_max_delay)
+            self._count("retries")
             logger.warning(
-                "stream batch failed from sequence %s (%d records); retry %d of %d in %.2fs",
-                pending[0]["dynamodb"]["SequenceNumber"],
-                len(pending),
-                attempt,
-                self._max_retries,
+                "stream batch failed from sequence %s (%d records); retry %d of %s in %.2fs",
+                records[0]["dynamodb"]["SequenceNumber"],
+                len(records),
+                retries,
+                "unlimited" if self._max_retries is None else self._max_retries,
                 delay,
             )
             self._stop.wait(delay)
+            segments.appendleft((records, retries, invokes))
 
-    def _dead_letter(self, shard_id: str, records: list[Record], attempts: int, function_error: str | None) -> None:
-        self._counters["batches_dead_lettered"] += 1
-        self._counters["records_dead_lettered"] += len(records)
-        condition = "RetryAttemptsExhausted" if attempts > self._max_retries else "Shutdown"
+    def _dead_letter(
+        self, shard_id: str, records: list[Record], invokes: int, condition: str, function_error: str | None
+    ) -> None:
+        self._count("batches_dead_lettered")
+        self._count("records_dead_lettered", len(records))
         info = {
             "requestContext": {
                 "requestId": str(uuid.uuid4()),
                 "functionArn": self._function_arn,
                 "condition": condition,
-                "approximateInvokeCount": attempts,
+                "approximateInvokeCount": invokes,
             },
             "responseContext": {
                 "statusCode": 200,
@@ -419,8 +575,8 @@ class StreamPoller:
             },
         }
         logger.error(
-            "stream batch discarded after %d attempts (%s): sequence %s..%s",
-            attempts,
+            "stream batch discarded after %d invocations (%s): sequence %s..%s",
+            invokes,
             condition,
             info["DDBStreamBatchInfo"]["startSequenceNumber"],
             info["DDBStreamBatchInfo"]["endSequenceNumber"],

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 
 import boto3
@@ -8,7 +9,10 @@ from moto import mock_aws
 
 from leadflow import container
 from leadflow_infra.local.atomic import make_dynamodb_atomic
+from leadflow_infra.local.gateway import build_event
+from leadflow_infra.local.invoke import LambdaContext
 from leadflow_infra.local.tables import create_table, template_table_properties
+from leadflow_infra.template import FunctionSpec, find_template, function_spec, load_template
 
 make_dynamodb_atomic()
 
@@ -35,39 +39,30 @@ def store(aws):
     return DynamoLeadStore(TABLE, client=aws)
 
 
-class Context:
-    function_name = "api"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:api"
-    memory_limit_in_mb = 512
-    aws_request_id = "req-1"
-    log_group_name = "/aws/lambda/api"
-    log_stream_name = "local"
+@functools.cache
+def _function(logical_id: str) -> FunctionSpec:
+    return function_spec(load_template(find_template()), logical_id)
 
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
+
+class Context(LambdaContext):
+    """The local stack's Lambda context for a template function (default: the API's)."""
+
+    def __init__(self, function: str = "ApiFunction") -> None:
+        spec = _function(function)
+        super().__init__(spec.name, memory_mb=spec.memory_mb, timeout_s=spec.timeout, log_group_name=spec.log_group)
 
 
 def http_event(method: str, path: str, body=None, *, headers=None, query: str = "", raw_body: str | None = None) -> dict:
+    """The payload v2 event the local gateway (API Gateway's stand-in) builds for this request.
+
+    ``body`` is sent as JSON, ``raw_body`` as its UTF-8 bytes; the content type is
+    application/json unless ``headers`` names one.
+    """
     hdrs = {"content-type": "application/json", **{k.lower(): v for k, v in (headers or {}).items()}}
     text = raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
-    qs = dict(p.split("=", 1) for p in query.split("&") if "=" in p) if query else None
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": hdrs,
-        "queryStringParameters": qs,
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "local", "domainName": "localhost", "domainPrefix": "localhost",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
-            "requestId": "r", "routeKey": "$default", "stage": "$default", "time": "20/Nov/2026:10:00:00 +0000",
-            "timeEpoch": 0,
-        },
-        "body": text,
-        "isBase64Encoded": False,
-    }
+    target = f"{path}?{query}" if query else path
+    return build_event(method=method, target=target, headers=list(hdrs.items()),
+                       body=text.encode("utf-8") if text is not None else b"", source_ip="127.0.0.1", server_port=443)
 
 
 @pytest.fixture

@@ -79,8 +79,8 @@ def test_sql_write_reaches_slack_and_crm_once_even_when_the_batch_is_redelivered
     call("POST", "/v1/events", {"type": "page_viewed", "email": "jane@acme.io", "properties": {"url": "/docs"}})
     batch = handoff_batch(stack["dynamodb"])
 
-    first = handoff_handler.handler(batch, Context())
-    again = handoff_handler.handler(batch, Context())
+    first = handoff_handler.handler(batch, Context("HandoffFunction"))
+    again = handoff_handler.handler(batch, Context("HandoffFunction"))
 
     # Only the writes that moved the lead invoke the handoff: new -> subscriber, -> sql.
     assert len(batch["Records"]) == 2
@@ -98,14 +98,14 @@ def test_crm_outage_goes_to_the_retry_queue_and_the_retry_handler_delivers_it_on
     call("POST", "/v1/events", {"type": "form_submitted", "email": "ann@acme.io", "traits": BUYER,
                                 "properties": {"form_kind": "demo_request"}})
 
-    assert handoff_handler.handler(handoff_batch(stack["dynamodb"]), Context()) == {"batchItemFailures": []}
+    assert handoff_handler.handler(handoff_batch(stack["dynamodb"]), Context("HandoffFunction")) == {"batchItemFailures": []}
     sqs = boto3.client("sqs")
     queue = stack["queues"]["HandoffRetryQueue"]
     messages = sqs.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=2,
                                    MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])["Messages"]
     event = {"Records": [to_sqs_record(m, queue.arn, "us-east-1") for m in messages]}
-    result = handoff_retry_handler.handler(event, Context())
-    replayed = handoff_retry_handler.handler(event, Context())  # SQS delivers at least once
+    result = handoff_retry_handler.handler(event, Context("HandoffRetryFunction"))
+    replayed = handoff_retry_handler.handler(event, Context("HandoffRetryFunction"))  # SQS delivers at least once
 
     assert [json.loads(m["Body"])["sink"] for m in messages] == ["webhook"]
     assert result == replayed == {"batchItemFailures": []}

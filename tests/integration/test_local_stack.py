@@ -421,9 +421,24 @@ def test_stream_reported_failure_redelivers_it_and_later_records_only(make_stack
     assert not stack.dead_letter_path.exists()
 
 
-def test_stream_handler_exception_retries_the_whole_batch(make_stack):
+def test_stream_handler_exception_with_template_bisect_splits_the_batch_and_retries_nothing(make_stack):
     stream = FakeStream(raise_times=1)
-    stack = make_stack(stream=stream)
+    stack = make_stack(stream=stream)  # EventLogStream: BisectBatchOnFunctionError true, window 1 s
+
+    _write_batch(stack, ["0", "1", "2"])
+    assert stack.drain(10)
+
+    first, *after = stream.batches
+    assert [pk(r) for r in first] == ["LEAD#0", "LEAD#1", "LEAD#2"]  # gathered within the batching window
+    assert after == [first[:1], first[1:]]  # the two halves, first half first
+    assert stack.poller.stats["bisections"] == 1
+    assert stack.poller.stats["retries"] == 0
+    assert not stack.dead_letter_path.exists()
+
+
+def test_stream_handler_exception_without_bisect_retries_the_whole_batch(make_stack):
+    stream = FakeStream(raise_times=1)
+    stack = make_stack(stream=stream, bisect_on_error=False)
 
     _write_batch(stack, ["0", "1", "2"])
     assert stack.drain(10)
@@ -434,6 +449,7 @@ def test_stream_handler_exception_retries_the_whole_batch(make_stack):
     assert retried == first
     later = [pk(r) for batch in stream.batches[2:] for r in batch]
     assert sorted([pk(r) for r in first] + later) == ["LEAD#0", "LEAD#1", "LEAD#2"]
+    assert stack.poller.stats["bisections"] == 0
 
 
 def test_stream_failure_after_retry_limit_lands_in_dead_letter_file_and_stream_moves_on(make_stack):
@@ -457,6 +473,31 @@ def test_stream_failure_after_retry_limit_lands_in_dead_letter_file_and_stream_m
     assert info["startSequenceNumber"] == line["records"][0]["dynamodb"]["SequenceNumber"]
     assert info["batchSize"] == len(dead)
     assert stream.batches[-1][0]["dynamodb"]["Keys"]["PK"]["S"] == "LEAD#later"
+
+
+def test_handoff_lanes_from_template_deliver_every_key_in_write_order_once(make_stack):
+    lock = threading.Lock()
+    seen: list[tuple[str, str]] = []
+
+    def handoff(event, context):
+        with lock:
+            seen.extend((pk(r), r["dynamodb"]["NewImage"]["v"]["N"]) for r in event["Records"])
+        return {"batchItemFailures": []}
+
+    stack = make_stack(handoff=handoff, record_filter="template")
+    client = stack.client()
+    moves = {"S": "[]"}  # the handoff's FilterCriteria: lead items with a `moves` outbox
+    for version in range(3):
+        client.batch_write_item(RequestItems={TABLE: [
+            {"PutRequest": {"Item": lead_item(str(i), v={"N": str(version)}, moves=moves)}} for i in range(8)]})
+    client.put_item(TableName=TABLE, Item=lead_item("no-moves"))
+    assert stack.drain(10)
+
+    lanes = stack.pollers["handoff"].settings.parallelization_factor
+    assert lanes > 1 and stack.functions["handoff"].concurrency == lanes
+    for i in range(8):
+        assert [v for key, v in seen if key == f"LEAD#{i}"] == ["0", "1", "2"]
+    assert len(seen) == 24
 
 
 def test_restart_on_same_data_dir_restores_items_without_redelivering_them(make_stack, tmp_path):

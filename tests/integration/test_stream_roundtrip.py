@@ -48,8 +48,8 @@ def test_stream_appends_event_log_and_replay_matches_lead(aws, call, store, rule
               {"type": "page_viewed", "email": "log@acme.io", "properties": {"url": "/pricing"}}]:
         call("POST", "/v1/events", e)
     batch = _stream_batch(aws)
-    assert stream_handler.handler(batch, Context()) == {"batchItemFailures": []}
-    assert stream_handler.handler(batch, Context()) == {"batchItemFailures": []}  # redelivery: still once
+    assert stream_handler.handler(batch, Context("EventLogFunction")) == {"batchItemFailures": []}
+    assert stream_handler.handler(batch, Context("EventLogFunction")) == {"batchItemFailures": []}  # redelivery: still once
     lead_id = lead_id_for_email("log@acme.io")
     events = store.events(lead_id)
     assert len(events) == 3
@@ -64,9 +64,9 @@ def test_stream_remove_record_sweeps_event_log_after_erasure(aws, call, store):
     _, body = call("POST", "/v1/events", {"type": "identify", "email": "bye@acme.io"})
     first = _stream_batch(aws)
     call("DELETE", f"/v1/leads/{body['lead_id']}")
-    stream_handler.handler(first, Context())  # the late log write races the erasure...
+    stream_handler.handler(first, Context("EventLogFunction"))  # the late log write races the erasure...
     assert len(store.events(body["lead_id"])) == 1
-    stream_handler.handler(_stream_batch(aws), Context())  # ...and the REMOVE record sweeps it
+    stream_handler.handler(_stream_batch(aws), Context("EventLogFunction"))  # ...and the REMOVE record sweeps it
     assert store.events(body["lead_id"]) == []
 
 
@@ -78,7 +78,7 @@ def test_stream_bad_record_is_reported_as_partial_failure(aws):
                         "dynamodb": {"Keys": {"PK": {"S": "LEAD#ld_x"}, "SK": {"S": "LEAD"}}, "SequenceNumber": "42",
                                      "NewImage": {"PK": {"S": "LEAD#ld_x"}, "applied": {"S": '[{"event_id": "e"}]'}},
                                      "StreamViewType": "NEW_AND_OLD_IMAGES", "SizeBytes": 1}}]}
-    assert stream_handler.handler(bad, Context()) == {"batchItemFailures": [{"itemIdentifier": "42"}]}
+    assert stream_handler.handler(bad, Context("EventLogFunction")) == {"batchItemFailures": [{"itemIdentifier": "42"}]}
 
 
 def test_rescore_with_new_rules_version_rebuilds_signals_from_event_log(aws, call, store, rules):
@@ -91,7 +91,7 @@ def test_rescore_with_new_rules_version_rebuilds_signals_from_event_log(aws, cal
               {"type": "page_viewed", "email": "docs@acme.io", "properties": {"url": "https://acme.example/docs/api"}},
               {"type": "page_viewed", "email": "docs@acme.io", "properties": {"url": "https://acme.example/docs/sdk"}}]:
         call("POST", "/v1/events", e)
-    stream_handler.handler(_stream_batch(aws), Context())
+    stream_handler.handler(_stream_batch(aws), Context("EventLogFunction"))
     data = rules.model_dump(by_alias=True, exclude_none=True)
     data["version"] = "with-docs-rule"
     data["engagement"]["rules"].append({"id": "docs_page", "when": {"all": [{"event": "page_viewed"},
