@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.handoff
+	$(BIN)/python -m bench.coldstart --markdown
 
 bench-handoff: $(STAMP)
 	$(BIN)/python -m bench.handoff

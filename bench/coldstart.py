@@ -1,6 +1,6 @@
 """Cold start: the CPU each Lambda entry module costs to import, next to the floor every
 Python function on Lambda pays (`import boto3, aws_lambda_powertools`), measured side
-by side in one run.
+by side in one run; then what the first invocation adds.
 
 Each figure is the median of N fresh interpreters (`time.process_time()` around the
 import, interpreter start-up excluded), baseline and entry modules interleaved so load
@@ -8,16 +8,30 @@ on the machine hits them alike. The environment is a Lambda's as the template se
 (tracing off by default: `POWERTOOLS_TRACE_DISABLED=true`), plus a run with tracing on.
 The entry modules come from template.yaml's `Handler`s.
 
-    python -m bench.coldstart [--runs 15] [--markdown]
+Import CPU alone can be made small by moving work into the first invocation, which a
+user waits for just the same. So the second table runs each function's first
+invocation in its fresh interpreter, on real work against a moto server (the table
+and queues from template.yaml) and real HTTP receivers for Slack and the signed CRM
+webhook: a form post that makes an SQL (api); that write's stream records, filtered
+by each function's FilterCriteria (event_log, handoff: one webhook push refused, so a
+retry is queued); that retry (handoff_retry); the hourly rescore's input (jobs). Its
+floor is `import boto3, aws_lambda_powertools` plus one DynamoDB `GetItem` (client
+creation included), what any function that touches the table pays. Only the child's
+CPU is counted; moto and the receivers run in this process.
+
+    python -m bench.coldstart [--runs 15] [--markdown] [--no-first-call]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,10 +72,172 @@ def measure(modules: list[str], runs: int, env: dict[str, str]) -> dict[str, flo
     return {m: statistics.median(v) for m, v in samples.items()}
 
 
+FIRST_CALL_PROBE = """
+import json, sys, time
+from leadflow_infra.local.invoke import LambdaContext
+
+preloaded = sorted(m for m in ("boto3", "botocore", "pydantic", "yaml", "leadflow", "aws_lambda_powertools")
+                   if m in sys.modules)
+assert not preloaded, f"the probe itself loaded {preloaded}: the figures would be too low"
+module, function_name, event_file = sys.argv[1:4]
+with open(event_file) as fh:
+    event = json.load(fh)
+t0 = time.process_time()
+if module == "floor":
+    import boto3, aws_lambda_powertools
+    t1 = time.process_time()
+    boto3.client("dynamodb").get_item(TableName="leadflow", Key={"PK": {"S": "LEAD#none"}, "SK": {"S": "LEAD"}})
+    result = None
+else:
+    handler = __import__(module, fromlist=["handler"]).handler
+    t1 = time.process_time()
+    result = handler(event, LambdaContext(function_name, memory_mb=512, timeout_s=60))
+t2 = time.process_time()
+print(json.dumps({"import": t1 - t0, "first": t2 - t1, "result": result}, default=str))
+"""
+
+BUYER = {"job_title": "VP Marketing", "company": "Acme", "company_size": 200, "industry": "software",
+         "country": "US", "budget": "yes", "authority": "decision_maker", "need": "replace spreadsheets",
+         "timeline": "this_quarter"}
+
+
+class FirstCalls:
+    """A moto server with the template's table and queues, Slack and webhook receivers, and
+    the events that make each function do its real work once."""
+
+    def __init__(self) -> None:
+        from leadflow_infra.local.moto_server import MotoServer
+        from leadflow_infra.receivers import SinkReceivers
+
+        self.moto = MotoServer()
+        self.receivers = SinkReceivers()
+        self.region = "us-east-1"
+        self.iterators: dict[str, str] = {}
+
+    def __enter__(self) -> "FirstCalls":
+        import boto3
+
+        from leadflow_infra.local.queues import create_queues, template_queues
+        from leadflow_infra.local.tables import create_table, template_table_properties
+        from leadflow_infra.template import function_specs, resolve_template
+
+        self.moto.start()
+        self.receivers.start()
+        self.session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                             region_name=self.region)
+        table = create_table(self.client("dynamodb"), template_table_properties("LeadsTable"), "leadflow")
+        self.stream_arn = table["LatestStreamArn"]
+        self.queues = create_queues(self.client("sqs"), template_queues())
+        self.specs = function_specs(resolve_template())
+        streams = self.client("dynamodbstreams")
+        for shard in streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]:
+            self.iterators[shard["ShardId"]] = streams.get_shard_iterator(
+                StreamArn=self.stream_arn, ShardId=shard["ShardId"], ShardIteratorType="LATEST")["ShardIterator"]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.receivers.stop()
+        self.moto.stop()
+
+    def client(self, service: str):
+        return self.session.client(service, endpoint_url=self.moto.url)
+
+    def env(self) -> dict[str, str]:
+        sinks = self.receivers.environment()
+        env = lambda_env(tracing=False)
+        env.update({name: sinks[name] for name in ("LEADFLOW_SLACK_WEBHOOK_URL", "LEADFLOW_WEBHOOK_SECRET_SLACK",
+                                                    "LEADFLOW_CRM_WEBHOOK_URL", "LEADFLOW_CRM_WEBHOOK_SECRET")})
+        env.update(AWS_ENDPOINT_URL=self.moto.url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                   LEADFLOW_RETRY_QUEUE_URL=self.queues["HandoffRetryQueue"].url,
+                   LEADFLOW_DLQ_URL=self.queues["HandoffDeadLetterQueue"].url, LEADFLOW_RETRY_BASE_SECONDS="0",
+                   POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_LOG_LEVEL="WARNING",
+                   PYTHONPATH=os.pathsep.join([str(ROOT / "functions"), str(ROOT)]))
+        return env
+
+    def stream_records(self) -> list[dict]:
+        from leadflow_infra.local.stream_poller import to_lambda_record
+
+        streams = self.client("dynamodbstreams")
+        records = []
+        for shard_id, iterator in self.iterators.items():
+            page = streams.get_records(ShardIterator=iterator)
+            self.iterators[shard_id] = page["NextShardIterator"]
+            records += [to_lambda_record(raw, self.stream_arn, self.region) for raw in page["Records"]]
+        return records
+
+    def for_function(self, logical_id: str, records: list[dict]) -> dict:
+        from leadflow_infra.local.filters import compile_filters
+
+        (source,) = self.specs[logical_id].streams
+        keep = compile_filters(source.filter_criteria) or (lambda record: True)
+        return {"Records": [r for r in records if keep(r)]}
+
+    def retry_record(self) -> dict:
+        from leadflow_infra.local.queue_poller import to_lambda_record
+
+        queue = self.queues["HandoffRetryQueue"]
+        got = self.client("sqs").receive_message(QueueUrl=queue.url, MaxNumberOfMessages=1, WaitTimeSeconds=5,
+                                                 AttributeNames=["All"], MessageAttributeNames=["All"])
+        (message,) = got["Messages"]
+        self.client("sqs").delete_message(QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"])
+        return {"Records": [to_lambda_record(message, queue.arn, self.region)]}
+
+    def run(self, module: str, function_name: str, event: dict, env: dict[str, str], workdir: Path) -> dict:
+        path = workdir / "event.json"
+        path.write_text(json.dumps(event), encoding="utf-8")
+        out = subprocess.run([sys.executable, "-c", FIRST_CALL_PROBE, module, function_name, str(path)],
+                             capture_output=True, text=True, env=env, cwd=workdir, check=False, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"{module}: {out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def one_round(self, workdir: Path, n: int) -> dict[str, tuple[float, float]]:
+        """Every function's first invocation once, in the order a lead's path runs them."""
+        from leadflow_infra.local.gateway import build_event
+
+        env, figures = self.env(), {}
+
+        def call(logical_id: str, event: dict) -> dict:
+            spec = self.specs[logical_id]
+            got = self.run(spec.handler.rsplit(".", 1)[0], spec.name, event, env, workdir)
+            figures[logical_id] = (got["import"], got["first"])
+            return got["result"]
+
+        got = self.run("floor", "floor", {}, env, workdir)
+        figures["floor"] = (got["import"], got["first"])
+        email = f"buyer-{n}-{uuid.uuid4().hex[:6]}@acme.example"
+        body = json.dumps({"type": "form_submitted", "email": email, "properties": {"form_kind": "demo_request"},
+                           "traits": BUYER}).encode()
+        answer = call("ApiFunction", build_event(method="POST", target="/v1/events", body=body, source_ip="127.0.0.1",
+                                                 server_port=443, headers=[("content-type", "application/json")]))
+        assert answer["statusCode"] == 200 and '"sql"' in answer["body"], answer
+        records = self.stream_records()
+        assert not call("EventLogFunction", self.for_function("EventLogFunction", records))["batchItemFailures"]
+        self.receivers.webhook.fail_next(1, when=lambda request: email in request.text)
+        assert not call("HandoffFunction", self.for_function("HandoffFunction", records))["batchItemFailures"]
+        assert not call("HandoffRetryFunction", self.retry_record())["batchItemFailures"]
+        jobs = self.specs["JobsFunction"]
+        rescore = next(s for s in jobs.schedules if "rescore" in json.dumps(s.input))
+        call("JobsFunction", rescore.input)
+        return figures
+
+
+def first_calls(runs: int) -> dict[str, tuple[float, float]]:
+    """Median (import, first invocation) CPU seconds per function, and the floor's."""
+    samples: dict[str, list[tuple[float, float]]] = {}
+    with FirstCalls() as lab, tempfile.TemporaryDirectory() as tmp:
+        for n in range(runs):
+            for name, pair in lab.one_round(Path(tmp), n).items():
+                samples.setdefault(name, []).append(pair)
+    return {name: (statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs))
+            for name, pairs in samples.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--markdown", action="store_true", help="print a README table")
+    parser.add_argument("--no-first-call", action="store_true", help="only the import figures")
     args = parser.parse_args(argv)
     entries = entry_modules()
     off = measure(list(entries.values()), args.runs, lambda_env(tracing=False))
@@ -79,7 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for name, seconds, ratio in rows:
             print(f"{name:70s} {seconds * 1000:7.1f} ms  {ratio:5.2f}x")
+    if not args.no_first_call:
+        print_first_calls(first_calls(args.runs), markdown=args.markdown)
     return 0
+
+
+def print_first_calls(figures: dict[str, tuple[float, float]], *, markdown: bool) -> None:
+    floor = sum(figures.pop("floor"))
+    rows = [("floor: `import boto3, aws_lambda_powertools` + one `GetItem`", None, None, floor)]
+    rows += [(name, imp, first, imp + first) for name, (imp, first) in figures.items()]
+    if markdown:
+        print("\n| function | import | first invocation | cold start CPU | × floor |\n| --- | --- | --- | --- | --- |")
+    else:
+        print()
+    for name, imp, first, total in rows:
+        cells = ["" if v is None else f"{v * 1000:.0f} ms" for v in (imp, first)]
+        if markdown:
+            print(f"| {name} | {cells[0]} | {cells[1]} | {total * 1000:.0f} ms | {total / floor:.2f} |")
+        else:
+            print(f"{name:62s} {cells[0]:>8s} {cells[1]:>8s} {total * 1000:7.1f} ms  {total / floor:5.2f}x")
 
 
 if __name__ == "__main__":
