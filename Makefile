@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench bench-handoff serve clean
 
-$(STAMP): pyproject.toml
+# The venv gets exactly the versions the Lambda artifacts ship (functions/requirements.txt,
+# the union of each function's pins): tests run against what is deployed.
+$(STAMP): pyproject.toml functions/requirements.txt $(wildcard functions/requirements/*.txt)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -r functions/requirements.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
