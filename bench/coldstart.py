@@ -54,10 +54,21 @@ def entry_modules() -> dict[str, str]:
     return out
 
 
+def template_environment() -> dict[str, str]:
+    """The literal values of the template's Globals environment (what needs no deployed
+    stack: PYDANTIC_DISABLE_PLUGINS, POWERTOOLS_SERVICE_NAME, ...)."""
+    from leadflow_infra.template import find_template, load_template
+
+    variables = load_template(find_template())["Globals"]["Function"]["Environment"]["Variables"]
+    return {name: str(value) for name, value in variables.items() if isinstance(value, (str, int, float))}
+
+
 def lambda_env(tracing: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEADFLOW_", "POWERTOOLS_", "AWS_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LEADFLOW_", "POWERTOOLS_", "AWS_", "PYDANTIC_"))}
+    env.update(template_environment())
     env.update(AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", AWS_LAMBDA_FUNCTION_NAME="leadflow-probe",
-               AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512", LEADFLOW_TABLE="leadflow", POWERTOOLS_SERVICE_NAME="leadflow",
+               AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512", LEADFLOW_TABLE="leadflow",
                POWERTOOLS_TRACE_DISABLED="false" if tracing else "true", PYTHONPATH=str(ROOT / "functions"))
     return env
 

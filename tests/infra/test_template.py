@@ -456,10 +456,18 @@ def test_every_setting_the_functions_read_is_declared_for_every_function(templat
 
 def test_no_variable_is_declared_that_nothing_reads(template):
     declared = set(template["Globals"]["Function"]["Environment"]["Variables"])
-    powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL",
-                  "POWERTOOLS_TRACE_DISABLED", "LOG_LEVEL"}
+    libraries = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL",
+                 "POWERTOOLS_TRACE_DISABLED", "LOG_LEVEL", "PYDANTIC_DISABLE_PLUGINS"}
 
-    assert declared - SETTINGS_VARIABLES - powertools == set()
+    assert declared - SETTINGS_VARIABLES - libraries == set()
+
+
+def test_pydantic_plugins_are_off_and_none_would_be_missed():
+    """The template turns off pydantic's plugin scan (an entry-point search at the first
+    model of every cold start); that is only right while the artifacts ship no plugin."""
+    from importlib.metadata import entry_points
+
+    assert not list(entry_points(group="pydantic"))
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

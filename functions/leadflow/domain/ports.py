@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
-from leadflow.domain.events import AppliedEvent
-from leadflow.domain.handoff import Notice, Owner, SinkKind
-from leadflow.domain.lead import Lead
+if TYPE_CHECKING:  # annotations only: a port does not build the models it names
+    from leadflow.domain.events import AppliedEvent
+    from leadflow.domain.handoff import Notice, Owner, SinkKind
+    from leadflow.domain.lead import Lead
 
 
 class VersionConflict(Exception):
