@@ -19,7 +19,16 @@ floor is `import boto3, aws_lambda_powertools` plus one DynamoDB `GetItem` (clie
 creation included), what any function that touches the table pays. Only the child's
 CPU is counted; moto and the receivers run in this process.
 
-    python -m bench.coldstart [--runs 15] [--markdown] [--no-first-call]
+A third table (`--as-shipped`, needs the package index) imports from the artifacts
+themselves: each function built by functions/Makefile (for x86_64, to run here; the
+same pins and steps as the arm64 build), imported in `python -I -S -B` that sees only
+the artifact, the runtime's packages (boto3, botocore, ...: with their bytecode, as the
+runtime has it) and the standard library; once as built (bytecode compiled ahead) and
+once with the artifact's .pyc removed, as every artifact was before the build compiled
+them: Lambda's code directory is read-only, so Python compiles each module it imports
+at every cold start then. Its floor imports Powertools from the same artifact.
+
+    python -m bench.coldstart [--runs 15] [--markdown] [--no-first-call] [--as-shipped]
 """
 
 from __future__ import annotations
@@ -244,11 +253,95 @@ def first_calls(runs: int) -> dict[str, tuple[float, float]]:
             for name, pairs in samples.items()}
 
 
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
+SHIPPED_PROBE = """
+import sys, time
+sys.path[:0] = sys.argv[2].split(":")
+names = sys.argv[1].split(",")
+t = time.process_time()
+for name in names: __import__(name)
+print(time.process_time() - t)
+"""
+
+
+def runtime_packages(directory: Path) -> Path:
+    """The packages the Lambda runtime provides, linked from this venv with their bytecode."""
+    import boto3
+
+    site = Path(boto3.__file__).resolve().parents[1]
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in RUNTIME_PROVIDED:
+        for candidate in (site / name, site / f"{name}.py"):
+            if candidate.exists():
+                (directory / candidate.name).symlink_to(candidate)
+    return directory
+
+
+def build_artifacts(directory: Path) -> dict[str, Path]:
+    """Each function built by functions/Makefile for this machine's platform."""
+    import platform
+
+    built = {}
+    for function in entry_modules():
+        target = directory / function
+        subprocess.run(["make", "-s", "-C", str(ROOT / "functions"), f"build-{function}", f"ARTIFACTS_DIR={target}",
+                        f"PLATFORM=manylinux2014_{platform.machine()}"], check=True, capture_output=True, text=True)
+        built[function] = target
+    return built
+
+
+def as_shipped(runs: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per function: (floor, entry module) import CPU, with and without the shipped bytecode."""
+    entries = entry_modules()
+    env = {k: v for k, v in lambda_env(tracing=False).items() if k != "PYTHONPATH"}
+    results: dict[str, dict[str, tuple[float, float]]] = {"with .pyc": {}, "without .pyc": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = runtime_packages(Path(tmp) / "runtime")
+        built = build_artifacts(Path(tmp) / "artifacts")
+        bare = {}
+        for function, path in built.items():
+            bare[function] = Path(tmp) / "bare" / function
+            subprocess.run(["cp", "-a", str(path), str(bare[function])], check=True)
+            for pyc in bare[function].rglob("*.pyc"):
+                pyc.unlink()
+        for label, artifacts in (("with .pyc", built), ("without .pyc", bare)):
+            for function, path in artifacts.items():
+                samples: dict[str, list[float]] = {BASELINE: [], entries[function]: []}
+                for _ in range(runs):
+                    for names in samples:
+                        out = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", SHIPPED_PROBE, names,
+                                              f"{path}:{runtime}"], capture_output=True, text=True, env=env,
+                                             cwd=tmp, check=True)
+                        samples[names].append(float(out.stdout))
+                results[label][function] = (statistics.median(samples[BASELINE]),
+                                            statistics.median(samples[entries[function]]))
+    return results
+
+
+def print_as_shipped(results: dict[str, dict[str, tuple[float, float]]], *, markdown: bool) -> None:
+    with_pyc, without = results["with .pyc"], results["without .pyc"]
+    if markdown:
+        print("\n| function (imported from its artifact) | floor | entry module | × floor "
+              "| without .pyc: floor | entry module | × floor |\n| --- | --- | --- | --- | --- | --- | --- |")
+    else:
+        print()
+    for function in with_pyc:
+        (f1, e1), (f0, e0) = with_pyc[function], without[function]
+        if markdown:
+            print(f"| {function} | {f1 * 1000:.0f} ms | {e1 * 1000:.0f} ms | {e1 / f1:.2f} "
+                  f"| {f0 * 1000:.0f} ms | {e0 * 1000:.0f} ms | {e0 / f0:.2f} |")
+        else:
+            print(f"{function:24s} with .pyc: floor {f1 * 1000:6.0f} ms, import {e1 * 1000:6.0f} ms ({e1 / f1:4.2f}x)"
+                  f"   without: floor {f0 * 1000:6.0f} ms, import {e0 * 1000:6.0f} ms ({e0 / f0:4.2f}x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--markdown", action="store_true", help="print a README table")
     parser.add_argument("--no-first-call", action="store_true", help="only the import figures")
+    parser.add_argument("--as-shipped", action="store_true",
+                        help="also import from the built artifacts, with and without bytecode (needs the index)")
     args = parser.parse_args(argv)
     entries = entry_modules()
     off = measure(list(entries.values()), args.runs, lambda_env(tracing=False))
@@ -268,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:70s} {seconds * 1000:7.1f} ms  {ratio:5.2f}x")
     if not args.no_first_call:
         print_first_calls(first_calls(args.runs), markdown=args.markdown)
+    if args.as_shipped:
+        print_as_shipped(as_shipped(args.runs), markdown=args.markdown)
     return 0
 
 

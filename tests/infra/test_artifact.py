@@ -181,6 +181,7 @@ def test_function_is_built_by_its_makefile_target_from_its_own_requirements(temp
     recipe = makefile_targets().get(f"build-{function}")
     assert recipe is not None, f"functions/Makefile has no build-{function} target"
     assert f"REQUIREMENTS=requirements/{FUNCTIONS[function]}.txt" in recipe
+    assert "compile" in recipe.split(), f"build-{function} ships no bytecode: every cold start would compile"
     assert requirements_file(function).is_file()
 
 
@@ -773,6 +774,36 @@ def test_each_handler_runs_from_its_artifact_alone(runs, artifacts, runtime_dir)
     problems = {f: run_problems(f, result, artifacts[f].path, runtime_dir) for f, result in runs.items()}
     problems = {f: found for f, found in problems.items() if found}
     assert not problems, json.dumps(problems, indent=2)
+
+
+def test_compiled_bytecode_is_shipped_for_every_module_and_used_without_the_source(tmp_path, runtime_dir):
+    """A function's code directory is read-only, so Python cannot cache what it compiles:
+    the build's compile step leaves a CPython 3.11 .pyc beside every module, hash-based and
+    unchecked, and the entry module imports with its source replaced by an error."""
+    function = "EventLogFunction"  # the smallest artifact; the step is the same for all
+    target = tmp_path / "artifact"
+    for pin in read_pins(requirements_file(function)).values():
+        link_distribution(pin, target)
+    built = subprocess.run(["make", "-s", "-C", str(FUNCTIONS_DIR), "prune", "code", "compile",
+                            f"ARTIFACTS_DIR={target}", f"COMPILE_PYTHON={sys.executable}"],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+
+    tag = sys.implementation.cache_tag
+    missing = [str(p.relative_to(target)) for p in target.rglob("*.py")
+               if not (p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc").is_file()]
+    flags = {int.from_bytes(pyc.read_bytes()[4:8], "little") for pyc in target.rglob("*.pyc")}
+    assert tag == "cpython-311" and not missing, missing[:10]
+    assert flags == {0b01}  # PEP 552: hash-based (bit 0), the source not checked (bit 1 clear)
+
+    for source in (target / "leadflow").rglob("*.py"):  # a copy (`code`), not the repository's file
+        source.write_text("raise ImportError('the source was read')\n", encoding="utf-8")
+    probe = ("import sys; sys.path[:0] = sys.argv[1:]; "
+             f"import leadflow.handlers.{FUNCTIONS[function]} as m; print(m.handler.__module__)")
+    env = {"LEADFLOW_TABLE": "leadflow", "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "true"}
+    ran = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", probe, str(target), str(runtime_dir)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
 
 
 def test_tracing_active_loads_the_xray_sdk_from_the_artifact_and_botocore_from_the_runtime(tracing_run, runtime_dir):
