@@ -13,7 +13,7 @@ compare runs and show where the time goes.
 1. Stream handler throughput: N qualified SQL leads are written through the service
    with no stream consumer running, their stream records read back from moto's
    stream, filtered with the HandoffFunction's FilterCriteria from template.yaml and
-   handed to ``handoff_handler.handler`` in Lambda batches of 10 (the template's
+   handed to ``leadflow.handlers.handoff.handler`` in Lambda batches of 10 (the template's
    BatchSize), one batch after another. Moves/s and sink deliveries/s, next to raw
    UpdateItem/s on the same moto server and raw POST/s to the Slack receiver.
 2. Calls per move, counted on every boto3 client (botocore ``before-call``): the
@@ -650,7 +650,7 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
               f"{tp['created']} demo-request buyers written through `LeadService.ingest` (each a new lead that lands "
               f"in SQL: one move, `None -> sql`), {tp['create_s']:.1f} s; no stream consumer running. Their "
               f"records read back from moto's stream, kept by the HandoffFunction's FilterCriteria (template.yaml), "
-              f"and handed to `handoff_handler.handler` in batches of {BATCH_SIZE}, one after another. The first "
+              f"and handed to `leadflow.handlers.handoff.handler` in batches of {BATCH_SIZE}, one after another. The first "
               f"batch ({tp['warm_records']} records) warms the function (sink imports, clients, Salesforce's "
               f"token: {tp['warm_s']:.2f} s) and is not counted; then {tp['records']} records "
               f"({tp['batches']} batches):", "",
@@ -729,7 +729,7 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
         happy = {k: v / moves for k, v in tp["calls"].items()}
         extra = {k: v - happy.get(k, 0) for k, v in total.items() if v - happy.get(k, 0)}
         lines += ["One more move whose first Slack post the receiver answers 500, followed through the retry "
-                  "queue by hand (receive, `handoff_handler.retry_handler`, delete) until Slack has the alert:", "",
+                  "queue by hand (receive, `leadflow.handlers.handoff_retry.handler`, delete) until Slack has the alert:", "",
                   "| invocation | s after the first attempt | messages | calls | failed items |",
                   "|---|---:|---:|---|---:|"]
         for inv in r["invocations"]:
@@ -770,9 +770,9 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
         return f"| {label} | {med:.0f} | {p95:.0f} | {mx:.0f} | {mn:.0f} |"
 
     lines += ["## 3. Latency: event HTTP request to the Slack alert (local stack)", "",
-              f"`LocalStack` in this process (moto, the gateway in front of `api_handler`, the stream pollers "
-              f"feeding `stream_handler` and `handoff_handler.handler`, the SQS poller feeding "
-              f"`handoff_handler.retry_handler`; no scheduled jobs), every sink on. {len(s)} demo-request "
+              f"`LocalStack` in this process (moto, the gateway in front of the API function, the stream "
+              f"pollers feeding the event-log and handoff functions, the SQS poller feeding the handoff "
+              f"retry function, each with its template settings; no scheduled jobs), every sink on. {len(s)} demo-request "
               f"events from qualified buyers (unique emails), one at a time over HTTP; each waits for its Slack "
               f"alert, for the handoff invocation to return (all six sinks) and for both stream pollers to go "
               f"idle before the next, so each measures an idle pipeline. Two warm-up events before them are "

@@ -627,23 +627,25 @@ def profile_in_process(n_events: int, n_leads: int) -> dict:
     functions.sort(reverse=True)
     phases = []
     for label, path, name in PHASES:
-        cum = sum(row[3] for (filename, _line, func), row in stats.stats.items()  # type: ignore[attr-defined]
-                  if func == name and filename.replace("\\", "/").endswith(path))
-        phases.append((label, cum))
+        rows = [row for (filename, _line, func), row in stats.stats.items()  # type: ignore[attr-defined]
+                if func == name and filename.replace("\\", "/").endswith(path)]
+        if not rows:  # a moved or renamed function would otherwise read as 0 s
+            raise RuntimeError(f"profile phase {label!r}: {path}:{name} was never called; update PHASES")
+        phases.append((label, sum(row[3] for row in rows)))
     return {"events": n_events, "seconds": seconds, "total": total, "packages": packages.most_common(8),
             "functions": functions[:8], "phases": phases}
 
 
 # Phases of one event, by cumulative time (they nest: indented rows are part of the row above).
 PHASES = [
-    ("the route handler, `post_event`", "leadflow/api/app.py", "post_event"),
+    ("the route handler, `post_event`", "leadflow/routes/app.py", "post_event"),
     ("DynamoDB calls (botocore client + moto)", "botocore/client.py", "_make_api_call"),
     ("&nbsp;&nbsp;moto serving them", "moto/core/botocore_stubber.py", "__call__"),
     ("&nbsp;&nbsp;botocore building + validating requests", "botocore/client.py", "_convert_to_request_dict"),
     ("&nbsp;&nbsp;botocore parsing responses", "botocore/parsers.py", "parse"),
     ("engine `apply_event` (scoring, lifecycle)", "leadflow/domain/engine.py", "apply_event"),
-    ("adapter `item_to_lead` (JSON + pydantic)", "leadflow/adapters/dynamodb.py", "item_to_lead"),
-    ("adapter `lead_to_item`", "leadflow/adapters/dynamodb.py", "lead_to_item"),
+    ("adapter `item_to_lead` (JSON + pydantic)", "leadflow/adapters/dynamodb/store.py", "item_to_lead"),
+    ("adapter `lead_to_item`", "leadflow/adapters/dynamodb/store.py", "lead_to_item"),
     ("request `parse_event` (pydantic)", "leadflow/domain/events.py", "parse_event"),
 ]
 
