@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -301,7 +302,7 @@ def as_shipped(runs: int) -> dict[str, dict[str, tuple[float, float]]]:
         bare = {}
         for function, path in built.items():
             bare[function] = Path(tmp) / "bare" / function
-            subprocess.run(["cp", "-a", str(path), str(bare[function])], check=True)
+            shutil.copytree(path, bare[function], symlinks=True)
             for pyc in bare[function].rglob("*.pyc"):
                 pyc.unlink()
         for label, artifacts in (("with .pyc", built), ("without .pyc", bare)):
