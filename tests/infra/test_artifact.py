@@ -776,6 +776,23 @@ def test_each_handler_runs_from_its_artifact_alone(runs, artifacts, runtime_dir)
     assert not problems, json.dumps(problems, indent=2)
 
 
+def test_a_rules_file_beside_the_code_is_shipped_for_rules_path(tmp_path):
+    """README: to replace the rules in AWS, put the file in functions/ and pass RulesPath."""
+    scratch = tmp_path / "functions"  # what SAM copies: the CodeUri, here with a user's rules file
+    scratch.mkdir()
+    shutil.copy2(MAKEFILE, scratch / "Makefile")
+    shutil.copytree(FUNCTIONS_DIR / "leadflow", scratch / "leadflow", ignore=shutil.ignore_patterns("__pycache__"))
+    (scratch / "acme-rules.yaml").write_text("version: acme-1\n", encoding="utf-8")
+    target = tmp_path / "artifact"
+
+    built = subprocess.run(["make", "-s", "-C", str(scratch), "code", f"ARTIFACTS_DIR={target}"],
+                           capture_output=True, text=True, timeout=120)
+
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (target / "acme-rules.yaml").read_text(encoding="utf-8") == "version: acme-1\n"
+    assert (target / "leadflow" / "rules" / "default.yaml").is_file()
+
+
 def test_compiled_bytecode_is_shipped_for_every_module_and_used_without_the_source(tmp_path, runtime_dir):
     """A function's code directory is read-only, so Python cannot cache what it compiles:
     the build's compile step leaves a CPython 3.11 .pyc beside every module, hash-based and
