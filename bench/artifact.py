@@ -62,10 +62,9 @@ class Measure:
 
 def template_functions() -> list[str]:
     """The template's functions, in template order."""
-    from leadflow_infra.template import find_template, load_template
+    from leadflow_infra.template import function_specs, resolve_template
 
-    template = load_template(find_template())
-    return [name for name, res in template["Resources"].items() if res.get("Type") == "AWS::Serverless::Function"]
+    return list(function_specs(resolve_template()))
 
 
 def run(cmd: list[str], **kwargs) -> None:
@@ -82,14 +81,18 @@ def scratch_copy(where: Path) -> Path:
     return scratch
 
 
-def make(scratch: Path, target: str, artifacts: Path) -> None:
+def make(scratch: Path, target: str, artifacts: Path, **variables: str) -> None:
+    """`make target` in the scratch copy; `variables` override the Makefile's (PLATFORM=...)."""
     env = {**os.environ, "ARTIFACTS_DIR": str(artifacts)}
-    run(["make", "-C", str(scratch), target, f"ARTIFACTS_DIR={artifacts}", f"PYTHON={sys.executable}"], env=env)
+    overrides = [f"{name}={value}" for name, value in variables.items()]
+    run(["make", "-C", str(scratch), target, f"ARTIFACTS_DIR={artifacts}", f"PYTHON={sys.executable}", *overrides],
+        env=env)
 
 
-def build_after(function: str, where: Path) -> Path:
+def build_after(function: str, where: Path, **variables: str) -> Path:
+    """`function` as `sam build` builds it (its Makefile target in a scratch copy of functions/)."""
     artifacts = where / function
-    make(scratch_copy(where), f"build-{function}", artifacts)
+    make(scratch_copy(where), f"build-{function}", artifacts, **variables)
     return artifacts
 
 

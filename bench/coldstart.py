@@ -54,14 +54,11 @@ PROBE = ("import sys, time\n"
 
 
 def entry_modules() -> dict[str, str]:
-    from leadflow_infra.template import find_template, load_template
+    """Each template function's entry module (its Handler without the attribute)."""
+    from leadflow_infra.template import function_specs, resolve_template
 
-    template = load_template(find_template())
-    out = {}
-    for logical_id, resource in template["Resources"].items():
-        if resource.get("Type") == "AWS::Serverless::Function":
-            out[logical_id] = resource["Properties"]["Handler"].rsplit(".", 1)[0]
-    return out
+    return {logical_id: spec.handler.rsplit(".", 1)[0]
+            for logical_id, spec in function_specs(resolve_template()).items()}
 
 
 def template_environment() -> dict[str, str]:
@@ -254,7 +251,6 @@ def first_calls(runs: int) -> dict[str, tuple[float, float]]:
             for name, pairs in samples.items()}
 
 
-RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 SHIPPED_PROBE = """
 import sys, time
 sys.path[:0] = sys.argv[2].split(":")
@@ -265,39 +261,25 @@ print(time.process_time() - t)
 """
 
 
-def runtime_packages(directory: Path) -> Path:
-    """The packages the Lambda runtime provides, linked from this venv with their bytecode."""
-    import boto3
-
-    site = Path(boto3.__file__).resolve().parents[1]
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in RUNTIME_PROVIDED:
-        for candidate in (site / name, site / f"{name}.py"):
-            if candidate.exists():
-                (directory / candidate.name).symlink_to(candidate)
-    return directory
-
-
 def build_artifacts(directory: Path) -> dict[str, Path]:
-    """Each function built by functions/Makefile for this machine's platform."""
+    """Each function built as `sam build` builds it, for this machine's platform."""
     import platform
 
-    built = {}
-    for function in entry_modules():
-        target = directory / function
-        subprocess.run(["make", "-s", "-C", str(ROOT / "functions"), f"build-{function}", f"ARTIFACTS_DIR={target}",
-                        f"PLATFORM=manylinux2014_{platform.machine()}"], check=True, capture_output=True, text=True)
-        built[function] = target
-    return built
+    from bench.artifact import build_after
+
+    return {function: build_after(function, directory, PLATFORM=f"manylinux2014_{platform.machine()}")
+            for function in entry_modules()}
 
 
 def as_shipped(runs: int) -> dict[str, dict[str, tuple[float, float]]]:
     """Per function: (floor, entry module) import CPU, with and without the shipped bytecode."""
+    from leadflow_infra.lambda_runtime import link_runtime_packages
+
     entries = entry_modules()
     env = {k: v for k, v in lambda_env(tracing=False).items() if k != "PYTHONPATH"}
     results: dict[str, dict[str, tuple[float, float]]] = {"with .pyc": {}, "without .pyc": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        runtime = runtime_packages(Path(tmp) / "runtime")
+        runtime = link_runtime_packages(Path(tmp) / "runtime")
         built = build_artifacts(Path(tmp) / "artifacts")
         bare = {}
         for function, path in built.items():

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from leadflow_infra.template import find_template, load_template
+from leadflow_infra.template import function_spec, resolve_template
 
 _MISSING = object()
 
@@ -63,11 +63,10 @@ def compile_filters(filter_criteria: Mapping[str, Any] | None) -> Callable[[Mapp
     return lambda record: any(matches(p, record) for p in patterns)
 
 
-def stream_filter(function: str, event: str, template: dict | None = None) -> Callable[[Mapping[str, Any]], bool] | None:
-    """The FilterCriteria of `function`'s event `event` in template.yaml, compiled."""
-    template = template if template is not None else load_template(find_template())
-    try:
-        props = template["Resources"][function]["Properties"]["Events"][event]["Properties"]
-    except KeyError:
-        raise KeyError(f"template.yaml has no event {event} on {function}") from None
-    return compile_filters(props.get("FilterCriteria"))
+def stream_filter(function: str, event: str, template: Mapping[str, Any] | None = None) -> Callable[[Mapping[str, Any]], bool] | None:
+    """The FilterCriteria of `function`'s stream event `event` in template.yaml, compiled
+    (read through the same function reader as the local stack)."""
+    for source in function_spec(resolve_template(template), function).streams:
+        if source.name == event:
+            return compile_filters(source.filter_criteria)
+    raise KeyError(f"template.yaml has no stream event {event} on {function}")

@@ -43,6 +43,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from leadflow_infra.lambda_runtime import RUNTIME_PROVIDED, link_runtime_packages
 from leadflow_infra.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,16 +52,6 @@ MAKEFILE = FUNCTIONS_DIR / "Makefile"
 REQUIREMENTS_DIR = FUNCTIONS_DIR / "requirements"
 UNION_FILE = FUNCTIONS_DIR / "requirements.txt"
 
-# What the Lambda python3.11 runtime provides (never shipped): distribution -> importable names.
-RUNTIME_PROVIDED = {
-    "boto3": ["boto3"],
-    "botocore": ["botocore"],
-    "s3transfer": ["s3transfer"],
-    "jmespath": ["jmespath"],
-    "python-dateutil": ["dateutil"],
-    "six": ["six.py"],
-    "urllib3": ["urllib3"],
-}
 # Top-level names no artifact may hold: the local stack and CLI, the emulator and its web
 # stack, test and lint tools, and the runtime's own packages.
 FORBIDDEN = {
@@ -622,13 +613,7 @@ def lambda_env(dead: str, sendgrid_public_key: str, *, tracing: bool) -> dict[st
 @pytest.fixture(scope="module")
 def runtime_dir(tmp_path_factory) -> Path:
     """The packages the Lambda runtime provides, and only those (linked from the venv)."""
-    target = tmp_path_factory.mktemp("lambda-runtime")
-    for dist, names in RUNTIME_PROVIDED.items():
-        found = installed(dist)
-        assert found is not None, f"{dist} (runtime-provided) is not installed in the venv"
-        for name in names:
-            (target / name).symlink_to(found.locate_file(name))
-    return target
+    return link_runtime_packages(tmp_path_factory.mktemp("lambda-runtime"))
 
 
 def launch(function: str, spec: dict, artifact: Path, runtime_dir: Path, work: Path, env: dict) -> tuple:
