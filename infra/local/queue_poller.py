@@ -261,17 +261,21 @@ class SqsPoller(Poller):
     # -- the loop ------------------------------------------------------------------
 
     def _queue_settled(self, include_delayed: bool) -> bool:
-        try:
-            attributes = self._client.get_queue_attributes(
-                QueueUrl=self.queue_url, AttributeNames=list(_DEPTH_ATTRIBUTES)
-            )["Attributes"]
-        except Exception:
-            logger.debug("could not read the queue depth of %s", self.queue_url, exc_info=True)
-            return False
-        depth = {name: int(attributes.get(name, 0)) for name in _DEPTH_ATTRIBUTES}
-        if not include_delayed:
-            depth.pop("ApproximateNumberOfMessagesDelayed")
-        return not any(depth.values())
+        """Nothing visible, in flight or (optionally) delayed, in two reads one after the other.
+
+        moto computes each count at its own instant, so a delay that ends between them
+        reads once as neither delayed nor visible; from then on the message is visible
+        until received, so a second empty read cannot be that straddle again."""
+        names = [n for n in _DEPTH_ATTRIBUTES if include_delayed or n != "ApproximateNumberOfMessagesDelayed"]
+        for _ in range(2):
+            try:
+                attributes = self._client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)["Attributes"]
+            except Exception:
+                logger.debug("could not read the queue depth of %s", self.queue_url, exc_info=True)
+                return False
+            if any(int(attributes.get(name, 0)) for name in names):
+                return False
+        return True
 
     def _poll_once(self) -> bool:
         messages = self._gather()
