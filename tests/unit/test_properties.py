@@ -61,7 +61,8 @@ def test_replay_from_event_log_equals_incremental_application(rules, events, gap
     log = []
     for i, raw in enumerate(events):
         received += timedelta(hours=gaps_hours[i])
-        applied = finalise(parse_event({"event_id": f"e{i}", **raw}), now=received)
+        # ids sort in arrival order ("e02" < "e10"): replay breaks ties of received_at by id
+        applied = finalise(parse_event({"event_id": f"e{i:02d}", **raw}), now=received)
         lead = apply_event(lead, applied, rules, received).lead
         log.extend(json.loads(json.dumps(r)) for r in lead.applied)  # what the stream appends to the log
     rebuilt = replay(lead.lead_id, EMAIL, [AppliedEvent.model_validate(r) for r in log], rules)
