@@ -289,7 +289,7 @@ def test_deliver_email_sends_one_escaped_message_to_the_owner(ses):
     simple = request["Content"]["Simple"]
     charsets = {simple["Subject"]["Charset"], simple["Body"]["Text"]["Charset"], simple["Body"]["Html"]["Charset"]}
     assert charsets == {"UTF-8"}
-    assert "+30 seniority_executive: VP or C-level title" in simple["Body"]["Text"]["Data"]
+    assert "+30 VP or C-level title" in simple["Body"]["Text"]["Data"]
 
 
 def test_deliver_email_creates_its_ses_client_lazily_when_none_is_given(ses):

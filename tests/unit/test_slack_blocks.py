@@ -71,11 +71,22 @@ def test_alert_for_sql_shows_header_facts_reasons_and_decision_controls():
     }
     why = [b for b in blocks_of(message, "section") if "text" in b][0]["text"]["text"]
     assert why.splitlines()[1:] == [
-        "+30 seniority_executive: VP or C-level title",
-        "+25 demo_request: asked for a demo",
-        "-10 competitor_domain: works at a competitor",
+        "+30 VP or C-level title",
+        "+25 asked for a demo",
+        "-10 works at a competitor",
     ]
     assert message["text"] == "New SQL: Jane Doe (Acme), score 87"
+    assert SlackReceiver.block_problem(message["blocks"]) is None
+
+
+def test_alert_shows_the_visitors_message_and_first_source():
+    message = alert_message(make_notice(message="Can we see a demo next week?\n<!channel> please", source="google / cpc, spring"),
+                            REJECT_REASONS)
+
+    assert field_texts(message)["Source"] == "google / cpc, spring"
+    said = next(b["text"]["text"] for b in blocks_of(message, "section") if "text" in b
+                and b["text"]["text"].startswith("*Message*"))
+    assert said.splitlines()[1:] == ["> Can we see a demo next week?", "> &lt;!channel&gt; please"]
     assert SlackReceiver.block_problem(message["blocks"]) is None
 
 

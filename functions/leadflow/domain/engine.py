@@ -12,10 +12,12 @@ from datetime import datetime
 from typing import Iterable
 
 from leadflow.domain.events import AppliedEvent
-from leadflow.domain.lead import Cause, Lead, Move, Signal, event_key, last_move_into, stage_rank
+from leadflow.domain.lead import (
+    Cause, Lead, Message, Move, SalesOutcome, Signal, Touch, event_key, last_move_into, stage_rank,
+)
 from leadflow.domain.lifecycle import HANDOFF_STAGES, automatic_target, check_action
 from leadflow.domain.rules import Rules
-from leadflow.domain.scoring import DAY, ScoreCard, coerce_trait, score, signals_for
+from leadflow.domain.scoring import DAY, ScoreCard, score, signals_for
 
 TOP_REASONS = 5
 
@@ -59,12 +61,13 @@ def _prune(lead: Lead, rules: Rules, now: datetime) -> None:
     keep: dict[str, list[Signal]] = {}
     for s in lead.signals:
         rule = rules.engagement_by_id.get(s.rule)
-        horizon = (rule.max_age_days if rule else 365) * DAY
+        agg = rules.aggregate_by_id.get(s.rule)
+        horizon = (rule.max_age_days if rule else agg.window_days if agg else 365) * DAY
         if now_s - s.at <= horizon:
             keep.setdefault(s.rule, []).append(s)
-    limit = rules.limits.signals_per_rule
     pruned = []
-    for items in keep.values():
+    for rule_id, items in keep.items():
+        limit = rules.limits.events_per_aggregate if rule_id in rules.aggregate_by_id else rules.limits.signals_per_rule
         items.sort(key=lambda s: (s.at, s.event))
         pruned.extend(items[-limit:])
     pruned.sort(key=lambda s: (s.at, s.rule, s.event))
@@ -141,16 +144,17 @@ def apply_event(lead: Lead, event: AppliedEvent, rules: Rules, now: datetime) ->
     lead = lead.model_copy(deep=True, update={"moves": []})
     at = _epoch(event.occurred_at)
     for name, value in sorted(event.traits.items()):
-        _merge_trait(lead, name, coerce_trait(name, value), at)
+        _merge_trait(lead, name, value, at)
+    _remember_source(lead, event)
     if event.anonymous_id and lead.known and event.anonymous_id not in lead.anonymous_ids:
         lead.anonymous_ids.append(event.anonymous_id)
     if event.type == "email_unsubscribed":
         lead.marketing_email = "unsubscribed"
     elif event.type == "email_bounced" and lead.marketing_email == "subscribed":
         lead.marketing_email = "bounced"
-    for rule_id in signals_for(event, lead.traits, lead.email, rules):
-        lead.signals.append(Signal(rule=rule_id, at=at, event=key))
-        if lead.converted_by is None and rules.engagement_by_id[rule_id].conversion:
+    for rule_id, value in signals_for(event, lead.traits, lead.email, rules):
+        lead.signals.append(Signal(rule=rule_id, at=at, event=key, value=value))
+        if lead.converted_by is None and _converts(rule_id, rules):
             lead.converted_by = rule_id
     _prune(lead, rules, now)
     lead.seen.append(key)
@@ -160,6 +164,48 @@ def apply_event(lead: Lead, event: AppliedEvent, rules: Rules, now: datetime) ->
     lead.updated_at = now
     lead.applied = [event.to_record()]
     return Outcome(lead=lead, moves=moves)
+
+
+def _converts(rule_id: str, rules: Rules) -> bool:
+    rule = rules.engagement_by_id.get(rule_id)
+    return rule is not None and rule.conversion
+
+
+def _host(url: str) -> str | None:
+    rest = url.split("://", 1)[-1]
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("@")[-1].split(":")[0].lower()
+    return host.removeprefix("www.") or None
+
+
+def touch_of(event: AppliedEvent) -> Touch | None:
+    """The source an event names: its UTM parameters, else the referrer's site."""
+    props = event.properties
+
+    def text(name: str) -> str | None:
+        value = props.get(name)
+        return str(value).strip()[:200] or None if value not in (None, "") else None
+
+    source, medium, campaign, referrer = text("utm_source"), text("utm_medium"), text("utm_campaign"), text("referrer")
+    if not (source or medium or campaign or referrer):
+        return None
+    if source is None and referrer:
+        source = _host(referrer)
+        medium = medium or "referral"
+    return Touch(source=source, medium=medium, campaign=campaign, referrer=referrer, at=event.occurred_at)
+
+
+def _remember_source(lead: Lead, event: AppliedEvent) -> None:
+    """First touch is the earliest source by event time, last touch the latest; a message
+    typed in a form is kept, the latest by event time."""
+    if (touch := touch_of(event)) is not None:
+        if lead.first_touch is None or touch.at < lead.first_touch.at:
+            lead.first_touch = touch
+        if lead.last_touch is None or touch.at >= lead.last_touch.at:
+            lead.last_touch = touch
+    text = event.properties.get("message")
+    if isinstance(text, str) and text.strip() and (lead.message is None or event.occurred_at >= lead.message.at):
+        form = event.properties.get("form_id")
+        lead.message = Message(text=text.strip()[:2000], at=event.occurred_at, form_id=str(form) if form else None)
 
 
 def absorb(lead: Lead, visitor: Lead, anonymous_id: str) -> Lead:
@@ -173,6 +219,13 @@ def absorb(lead: Lead, visitor: Lead, anonymous_id: str) -> Lead:
     seen = set(lead.seen)
     lead.seen.extend(k for k in visitor.seen if k not in seen)
     lead.converted_by = lead.converted_by or visitor.converted_by
+    for touch in (visitor.first_touch, visitor.last_touch):
+        if touch is not None and (lead.first_touch is None or touch.at < lead.first_touch.at):
+            lead.first_touch = touch
+        if touch is not None and (lead.last_touch is None or touch.at >= lead.last_touch.at):
+            lead.last_touch = touch
+    if visitor.message is not None and (lead.message is None or visitor.message.at >= lead.message.at):
+        lead.message = visitor.message
     for anon in [*visitor.anonymous_ids, anonymous_id]:
         if anon not in lead.anonymous_ids:
             lead.anonymous_ids.append(anon)
@@ -194,6 +247,8 @@ def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, r
     card = score_lead(lead, rules, now)
     _set_score(lead, card, rules, now)
     _first_touch(lead, by or "api", now)
+    if name in ("won", "lost"):
+        lead.outcome = SalesOutcome(result=name, at=now, reason=reason, by=by or "api")
     to_stage = action.to_stage or lead.stage
     cause = Cause(kind="actor", action=name, actor=by or "api", reason=reason)
     key = f"{name}|{now.isoformat()}|{len(lead.history)}"
@@ -257,9 +312,9 @@ def rebase(lead: Lead, events: Iterable[AppliedEvent], rules: Rules, now: dateti
     converted = lead.converted_by
     for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
         key = event_key(event.event_id)
-        for rule_id in signals_for(event, lead.traits, lead.email, rules):
-            signals.append(Signal(rule=rule_id, at=_epoch(event.occurred_at), event=key))
-            if converted is None and rules.engagement_by_id[rule_id].conversion:
+        for rule_id, value in signals_for(event, lead.traits, lead.email, rules):
+            signals.append(Signal(rule=rule_id, at=_epoch(event.occurred_at), event=key, value=value))
+            if converted is None and _converts(rule_id, rules):
                 converted = rule_id
     lead.signals, lead.converted_by = signals, converted
     _prune(lead, rules, now)

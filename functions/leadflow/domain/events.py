@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
 
 from leadflow.domain.errors import InvalidInput
 
@@ -26,7 +27,8 @@ EventType = Literal[
     "content_downloaded",
     "identify",
 ]
-EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]  # built in; a rules file adds its own
+_TYPE_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
 FORM_KINDS = ("newsletter", "content_download", "webinar", "contact_request", "demo_request", "trial_signup")
 
@@ -34,7 +36,29 @@ FORM_KINDS = ("newsletter", "content_download", "webinar", "contact_request", "d
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
-Scalar = str | int | float | bool | None
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("NaN and infinities are not numbers")
+        return value
+    raise ValueError(f"expected text, a number, true/false or null, not {type(value).__name__}")
+
+
+def _scalar_or_list(value: Any) -> Any:
+    if isinstance(value, list):
+        if len(value) > 100:
+            raise ValueError("a list holds at most 100 values")
+        return [_scalar(v) for v in value]
+    return _scalar(value)
+
+
+# A trait or property value: text, a finite number, true/false or null (a property may
+# also be a list of those). NaN and infinities never enter: they would pass no test
+# and every test at once.
+Scalar = Annotated[Any, PlainValidator(_scalar)]
+ScalarOrList = Annotated[Any, PlainValidator(_scalar_or_list)]
 
 
 def normalise_email(raw: str) -> str:
@@ -52,11 +76,11 @@ class CanonicalEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     event_id: str | None = Field(default=None, min_length=1, max_length=200)
-    type: EventType
+    type: str = Field(pattern=_TYPE_NAME)  # built in or declared by the rules (checked against them)
     occurred_at: datetime | None = None
     email: str | None = Field(default=None, max_length=254)
     anonymous_id: str | None = Field(default=None, min_length=1, max_length=200)
-    properties: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, max_length=100)
+    properties: dict[str, ScalarOrList] = Field(default_factory=dict, max_length=100)
     traits: dict[str, Scalar] = Field(default_factory=dict, max_length=100)
 
     @field_validator("email")
@@ -157,8 +181,8 @@ def validation_details(exc: ValidationError) -> list[dict]:
     for err in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after[_identity(), CanonicalEvent]",))
         reason = err["msg"]
-        if err["type"] == "literal_error" and err["loc"] and err["loc"][-1] == "type":
-            reason = "unknown event type; expected one of " + ", ".join(EVENT_TYPES)
+        if err["type"] == "string_pattern_mismatch" and err["loc"] and err["loc"][-1] == "type":
+            reason = "unknown event type; expected one of " + ", ".join(EVENT_TYPES) + " or a type the rules declare"
         elif err["type"] == "extra_forbidden":
             reason = "unknown field"
         out.append({"field": loc or "body", "reason": reason.removeprefix("Value error, ")})

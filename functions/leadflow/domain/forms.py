@@ -1,5 +1,9 @@
 """Website form posts as canonical events. Forms post what people typed, so be lenient
-about field names and strict about the one thing we need: the email."""
+about field names and strict about the one thing we need: the email.
+
+A field becomes a trait when the rules map it (`forms.traits`) or it is a well-known
+trait; UTM parameters, the referrer and the visitor's message are kept as properties,
+which the lead turns into its first and last touch and its latest message."""
 
 from __future__ import annotations
 
@@ -36,7 +40,9 @@ def to_event(form_id: str, fields: dict[str, Any], forms: Forms, *, fallback_id:
         name = forms.field_aliases.get(raw_name.lower(), raw_name.lower())
         if name in META_FIELDS or raw_name in forms.honeypot_fields or isinstance(value, (dict, list)):
             continue
-        if name in TRAIT_FIELDS:
+        if name in forms.traits:
+            traits[forms.traits[name]] = value
+        elif name in TRAIT_FIELDS:
             traits[name] = value
         elif name in PROPERTY_FIELDS:
             properties["url" if name == "page_url" else name] = value

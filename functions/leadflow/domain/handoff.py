@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from leadflow.domain.lead import Lead, Move
+from leadflow.domain.lead import Lead, Move, Touch
 
 # Sink kinds: an "alert" tells people (Slack, email) and is sent only for a move into
 # an alert stage (from another stage: an accept is not one) of a lead that is not
@@ -62,6 +62,8 @@ class Notice(BaseModel):
     disqualified: bool = False
     disqualified_reason: str | None = None
     lead: dict[str, Any] = Field(default_factory=dict)  # the lead document (the generic webhook's "lead")
+    message: str | None = None  # what the visitor last wrote in a form
+    source: str | None = None  # where they first came from ("google / cpc, spring_launch")
 
     @property
     def display_name(self) -> str:
@@ -93,6 +95,10 @@ def lead_document(lead: Lead) -> dict[str, Any]:
         "disqualified_reason": lead.disqualified_reason,
         "marketing_email": lead.marketing_email,
         "owner": lead.owner,
+        "first_touch": lead.first_touch.model_dump(mode="json") if lead.first_touch else None,
+        "last_touch": lead.last_touch.model_dump(mode="json") if lead.last_touch else None,
+        "message": lead.message.model_dump(mode="json") if lead.message else None,
+        "outcome": lead.outcome.model_dump(mode="json") if lead.outcome else None,
         "rules_version": lead.rules_version,
         "created_at": lead.created_at.isoformat(),
         "updated_at": lead.updated_at.isoformat(),
@@ -117,7 +123,17 @@ def notice_for(lead: Lead, move: Move, owner: Owner | None) -> Notice:
         disqualified=lead.disqualified,
         disqualified_reason=lead.disqualified_reason,
         lead=lead_document(lead),
+        message=lead.message.text if lead.message else None,
+        source=touch_text(lead.first_touch),
     )
+
+
+def touch_text(touch: Touch | None) -> str | None:
+    """"google / cpc, spring_launch": source and medium, then the campaign."""
+    if touch is None:
+        return None
+    head = " / ".join(p for p in (touch.source, touch.medium) if p)
+    return ", ".join(p for p in (head, touch.campaign) if p) or touch.referrer
 
 
 def move_document(notice: Notice) -> dict[str, Any]:

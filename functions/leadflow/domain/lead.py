@@ -69,13 +69,50 @@ class Move(BaseModel):
 
 
 class Signal(BaseModel):
-    """A behavioural signal an event gave: which rule, and when it happened."""
+    """A behavioural signal an event gave: which rule or aggregate, when it happened, and
+    the value it carries (per-unit points, or what an aggregate sums, averages, ...)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rule: str
     at: int  # epoch seconds of the event's occurred_at
     event: str  # event key (hash), ties the signal to its event for replay and audit
+    value: float | str | None = None
+
+
+class Touch(BaseModel):
+    """Where a lead came from: UTM parameters and the referrer of one event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | None = None
+    medium: str | None = None
+    campaign: str | None = None
+    referrer: str | None = None
+    at: datetime
+
+
+class Message(BaseModel):
+    """What the visitor wrote in a form ("can we see a demo next week?")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    at: datetime
+    form_id: str | None = None
+
+
+class SalesOutcome(BaseModel):
+    """How the lead ended, as sales or an imported system of record said: won or lost,
+    when, why and by whom. Kept apart from the stage, which recycling moves on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: Literal["won", "lost"]
+    at: datetime
+    reason: str | None = None
+    by: str
+    value: float | None = None
 
 
 class Lead(BaseModel):
@@ -97,6 +134,11 @@ class Lead(BaseModel):
     first_touch_at: datetime | None = None
     first_touch_by: str | None = None
     first_touch_seconds: float | None = None  # from entering SQL to the first touch
+    # Marketing attribution: the first and the latest source that brought the lead.
+    first_touch: Touch | None = None
+    last_touch: Touch | None = None
+    message: Message | None = None  # the latest thing the visitor wrote
+    outcome: SalesOutcome | None = None
     signals: list[Signal] = Field(default_factory=list)
     converted_by: str | None = None  # the first conversion (rule id): a lead for good, however old
     engagement_reset_at: int | None = None  # recycle/reject: signals up to here no longer count

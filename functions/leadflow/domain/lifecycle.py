@@ -13,8 +13,8 @@ from datetime import datetime
 from leadflow.domain.errors import IllegalTransition, InvalidInput, LeadflowError
 from leadflow.domain.events import AppliedEvent
 from leadflow.domain.lead import Lead, stage_rank
-from leadflow.domain.rules import Rules
-from leadflow.domain.scoring import DAY, ScoreCard, Subject, grade_at_least, matches
+from leadflow.domain.rules import Criterion, Rules, in_band
+from leadflow.domain.scoring import DAY, ScoreCard, grade_at_least, matches, subject_for
 
 HANDOFF_STAGES = frozenset({"mql", "sql"})
 AUTOMATIC_CEILING = "sql"  # beyond this, only sales moves a lead
@@ -28,8 +28,26 @@ class Decision:
 
 def bant_complete(traits: dict, rules: Rules) -> bool:
     bant = rules.lifecycle.bant
-    subject = Subject(traits=traits)
+    subject = subject_for(traits, None, rules)
     return all(matches(spec, subject) for spec in (bant.budget, bant.authority, bant.need, bant.timeline))
+
+
+def meets(criterion: Criterion, card: ScoreCard, hand_raises: list[int], now_s: float) -> bool:
+    """Whether a stage criterion holds for a lead scored `card`, whose hand raises (epoch
+    seconds, after any reset) are `hand_raises`. An aggregate with no value (an average
+    of nothing) meets no bound."""
+    if criterion.all is not None:
+        return all(meets(c, card, hand_raises, now_s) for c in criterion.all)
+    if criterion.any is not None:
+        return any(meets(c, card, hand_raises, now_s) for c in criterion.any)
+    if criterion.fit_grade is not None:
+        return grade_at_least(card.fit_grade, criterion.fit_grade)
+    if criterion.hand_raise_within_days is not None:
+        return any(now_s - at <= criterion.hand_raise_within_days * DAY for at in hand_raises)
+    metric = criterion.metric
+    value = {"score": card.score, "fit": card.fit_score, "engagement": card.engagement_score}.get(
+        metric, card.aggregates.get(metric))  # type: ignore[arg-type]
+    return value is not None and in_band(criterion, value)
 
 
 def automatic_target(lead: Lead, card: ScoreCard, event: AppliedEvent | None, now: datetime, rules: Rules) -> Decision | None:
@@ -42,7 +60,6 @@ def automatic_target(lead: Lead, card: ScoreCard, event: AppliedEvent | None, no
     life = rules.lifecycle
     now_s = now.timestamp()
     reset = lead.engagement_reset_at
-    live = [s for s in lead.signals if reset is None or s.at > reset]
     decisions: list[Decision] = [Decision("subscriber", "new_contact")]
 
     if lead.converted_by:
@@ -50,15 +67,11 @@ def automatic_target(lead: Lead, card: ScoreCard, event: AppliedEvent | None, no
 
     disqualified = lead.disqualified
     if not disqualified:
-        if grade_at_least(card.fit_grade, life.mql.min_fit_grade) and card.engagement_score >= life.mql.min_engagement:
+        hand_raises = [s.at for s in lead.signals
+                       if s.rule in rules.hand_raise_rules and (reset is None or s.at > reset)]
+        if meets(life.mql.criterion, card, hand_raises, now_s):
             decisions.append(Decision("mql", "mql_threshold"))
-        window = life.sql.hand_raise_within_days * DAY
-        hand_raised = any(
-            rules.engagement_by_id[s.rule].hand_raise and now_s - s.at <= window
-            for s in live
-            if s.rule in rules.engagement_by_id
-        )
-        if hand_raised and grade_at_least(card.fit_grade, life.sql.min_fit_grade) and card.engagement_score >= life.sql.min_engagement:
+        if meets(life.sql.criterion, card, hand_raises, now_s):
             decisions.append(Decision("sql", "sql_threshold"))
         if event is not None:
             decisions.extend(_instant(lead, card, event, now, rules))
@@ -66,7 +79,8 @@ def automatic_target(lead: Lead, card: ScoreCard, event: AppliedEvent | None, no
     best = max(decisions, key=lambda d: stage_rank(d.stage))
     current = lead.stage if lead.history else None
     if current is not None and stage_rank(best.stage) <= stage_rank(current):
-        if current == "customer" and life.evangelist_when and matches(life.evangelist_when, Subject(lead.traits, lead.email)):
+        if current == "customer" and life.evangelist_when and matches(life.evangelist_when,
+                                                                      subject_for(lead.traits, lead.email, rules)):
             return Decision("evangelist", "evangelist")
         return None
     if current is not None and stage_rank(current) >= stage_rank(AUTOMATIC_CEILING):
@@ -80,7 +94,7 @@ def _instant(lead: Lead, card: ScoreCard, event: AppliedEvent, now: datetime, ru
     reset = lead.engagement_reset_at
     if reset is not None and event.occurred_at.timestamp() <= reset:
         return out
-    subject = Subject(traits=lead.traits, email=lead.email, event=event)
+    subject = subject_for(lead.traits, lead.email, rules, event)
     for trigger in rules.lifecycle.instant:
         if age_days > trigger.max_age_days or not matches(trigger.when, subject):
             continue

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from leadflow.domain.events import email_domain
 from leadflow.domain.handoff import Owner
 from leadflow.domain.rules import Condition, Manager, Rep, Rules, Team
-from leadflow.domain.scoring import Subject, matches
+from leadflow.domain.scoring import Subject, matches, subject_for
 
 
 class Assignment(BaseModel):
@@ -75,7 +75,7 @@ def assign(traits: Mapping[str, Any], email: str | None, rules: Rules, turn: Cal
     if routing is None:
         return Assignment(owner=None, team=None, rule="unassigned", turn=None,
                           reason="no routing rules: leads are not assigned an owner")
-    subject = Subject(traits=traits, email=email)
+    subject = subject_for(traits, email, rules)
     for rule in routing.rules:
         if not matches(rule.when, subject):
             continue

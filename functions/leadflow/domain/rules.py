@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from leadflow.domain.errors import RulesError
 from leadflow.domain.events import EVENT_TYPES, FORM_KINDS
@@ -35,8 +35,51 @@ DEFAULT_REJECT_REASONS = ("no_budget", "no_authority", "no_need", "bad_timing", 
                           "competitor", "duplicate", "other")
 
 
+LANGUAGES = (1, 2)
+# What each declared trait or property type accepts; `country` is an ISO 3166-1 code or
+# English name, kept as the alpha-2 code.
+ValueType = Literal["string", "number", "boolean", "country"]
+BUILTIN_TRAIT_TYPES: dict[str, str] = {"company_size": "number", "country": "country", "nps": "number"}
+METRICS = ("score", "fit", "engagement")  # besides aggregates, what stage criteria can test
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are never a threshold: `gte: .nan` would make every test pass.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _band_ok(model: Any) -> None:
+    """`between: [low, high]` is inclusive and ordered, and not combined with gte/lte/gt/lt."""
+    if model.between is not None:
+        if len(model.between) != 2:
+            raise ValueError("between takes two numbers: [low, high]")
+        low, high = model.between
+        if low > high:
+            raise ValueError(f"between: low ({low:g}) is above high ({high:g})")
+        if any(getattr(model, n) is not None for n in ("gte", "lte", "gt", "lt")):
+            raise ValueError("use either between or gte/lte/gt/lt, not both")
+
+
+def in_band(model: Any, value: float) -> bool:
+    if model.between is not None and not model.between[0] <= value <= model.between[1]:
+        return False
+    if model.gte is not None and value < model.gte:
+        return False
+    if model.lte is not None and value > model.lte:
+        return False
+    if model.gt is not None and value <= model.gt:
+        return False
+    if model.lt is not None and value >= model.lt:
+        return False
+    return True
+
+
+def band_text(model: Any) -> str:
+    if model.between is not None:
+        return f"between {model.between[0]:g} and {model.between[1]:g}"
+    parts = [f"{word} {getattr(model, n):g}" for n, word in (("gte", "at least"), ("gt", "over"), ("lte", "at most"),
+                                                              ("lt", "under")) if getattr(model, n) is not None]
+    return " and ".join(parts)
 
 
 class Condition(_Strict):
@@ -60,18 +103,23 @@ class Condition(_Strict):
     matches: str | None = None
     gte: float | None = None
     lte: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+    between: list[float] | None = None
     exists: bool | None = None
 
     all: list["Condition"] | None = None
     any: list["Condition"] | None = None
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     @field_validator("event")
     @classmethod
-    def _event(cls, value: str | None) -> str | None:
-        if value is not None and value not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {value!r}; expected one of {', '.join(EVENT_TYPES)}")
+    def _event(cls, value: str | None, info: ValidationInfo) -> str | None:
+        known = (info.context or {}).get("event_types", EVENT_TYPES)
+        if value is not None and value not in known:
+            raise ValueError(f"unknown event type {value!r}; expected one of {', '.join(known)} "
+                             "(declare your own under `events:`)")
         return value
 
     @field_validator("matches")
@@ -93,7 +141,9 @@ class Condition(_Strict):
         if ops and not subjects:
             raise ValueError("an operator needs a subject: trait, property or email_domain")
         if subjects and not ops:
-            raise ValueError(f"{subjects[0]} needs an operator (equals, in, not_in, contains_any, words_any, suffix_any, matches, gte, lte, exists)")
+            raise ValueError(f"{subjects[0]} needs an operator (equals, in, not_in, contains_any, words_any, suffix_any, "
+                             "matches, gte, lte, gt, lt, between, exists)")
+        _band_ok(self)
         if not subjects and not self.event and not self.all and not self.any:
             raise ValueError("empty condition")
         for name in ("in_", "not_in"):
@@ -104,7 +154,8 @@ class Condition(_Strict):
         return self
 
     def operators(self) -> list[str]:
-        names = ("equals", "in_", "not_in", "contains_any", "words_any", "suffix_any", "matches", "gte", "lte", "exists")
+        names = ("equals", "in_", "not_in", "contains_any", "words_any", "suffix_any", "matches", "gte", "lte", "gt", "lt",
+                 "between", "exists")
         return [n for n in names if getattr(self, n) is not None]
 
     @cached_property
@@ -130,22 +181,94 @@ class FitRule(_Strict):
     group: str | None = Field(default=None, pattern=_ID)
 
 
-class EngagementRule(_Strict):
+AggregateFn = Literal["count", "sum", "avg", "min", "max", "distinct"]
+
+
+class Aggregate(_Strict):
+    """A figure over a lead's events in a window: how many, how much in total, on average,
+    at least, at most, how many different. With a half-life, each event counts by its
+    decayed weight (count, sum and avg only: a decayed minimum means nothing)."""
+
     id: str = Field(pattern=_ID)
     description: str = ""
-    when: Condition
+    of: Condition
+    fn: AggregateFn
+    property: str | None = Field(default=None, min_length=1, max_length=100)
+    window_days: float = Field(default=30, gt=0, le=3650)
+    half_life_days: float | None = Field(default=None, gt=0, le=3650)
+    unit: str = Field(default="", max_length=20)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Aggregate":
+        if not _mentions_event(self.of):
+            raise ValueError("an aggregate must name an event type in `of` (event: …)")
+        if self.fn == "count" and self.property is not None:
+            raise ValueError("count counts events; it takes no property (use distinct to count different values)")
+        if self.fn != "count" and self.property is None:
+            raise ValueError(f"{self.fn} needs the event property it is computed over (property: …)")
+        if self.half_life_days is not None and self.fn in ("min", "max", "distinct"):
+            raise ValueError(f"half_life_days decays each event's weight; {self.fn} has no weights "
+                             "(use window_days alone)")
+        return self
+
+    @cached_property
+    def label(self) -> str:
+        return self.description or self.id.replace("_", " ")
+
+
+class EngagementRule(_Strict):
+    """Points for behaviour. Either per matching event (`when`, decayed by half-life,
+    capped), or for an aggregate's value (`aggregate`, within a band, or `per` unit)."""
+
+    id: str = Field(pattern=_ID)
+    description: str = ""
+    when: Condition | None = None
+    aggregate: str | None = Field(default=None, pattern=_ID)
     points: float = Field(ge=-1000, le=1000)
+    # Points per full `per` units: of the aggregate's value, or of `value_of` (an event property).
+    per: float | None = Field(default=None, gt=0)
+    value_of: str | None = Field(default=None, min_length=1, max_length=100)
+    gte: float | None = None
+    lte: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+    between: list[float] | None = None
     half_life_days: float | None = Field(default=None, gt=0, le=3650)
     max_age_days: float = Field(default=365, gt=0, le=3650)
     cap: float | None = Field(default=None, gt=0)
+    group: str | None = Field(default=None, pattern=_ID)
     conversion: bool = False
     hand_raise: bool = False
 
     @model_validator(mode="after")
     def _needs_event(self) -> "EngagementRule":
-        if not _mentions_event(self.when):
-            raise ValueError("an engagement rule must name an event type in `when` (event: …)")
+        if (self.when is None) == (self.aggregate is None):
+            raise ValueError("an engagement rule has exactly one of `when` (per event) or `aggregate` (a figure "
+                             "over the lead's events)")
+        banded = any(getattr(self, n) is not None for n in ("gte", "lte", "gt", "lt", "between"))
+        if self.when is not None:
+            if not _mentions_event(self.when):
+                raise ValueError("an engagement rule must name an event type in `when` (event: …)")
+            if banded:
+                raise ValueError("gte/lte/gt/lt/between bound an aggregate's value; for an event's property put "
+                                 "the test in `when`")
+            if (self.per is None) != (self.value_of is None):
+                raise ValueError("per-unit points on events need both `per` (the unit) and `value_of` (the property)")
+        else:
+            if self.value_of is not None:
+                raise ValueError("value_of is for event rules; an aggregate rule scores the aggregate's value")
+            if self.half_life_days is not None:
+                raise ValueError("an aggregate rule takes its decay from the aggregate (half_life_days there)")
+            if self.conversion or self.hand_raise:
+                raise ValueError("conversion and hand_raise mark events; put them on an event rule")
+            if not banded and self.per is None:
+                raise ValueError("an aggregate rule needs a band (gte, lte, gt, lt, between) or `per` unit")
+        _band_ok(self)
         return self
+
+    @property
+    def label(self) -> str:
+        return self.description or self.id.replace("_", " ")
 
 
 def _mentions_event(cond: Condition) -> bool:
@@ -161,9 +284,38 @@ class RepeatRule(_Strict):
     points: float = Field(ge=-1000, le=1000)
 
 
+class Group(_Strict):
+    """How the rules of one engagement group add up: only the best match (`best`, the
+    default, as for fit), or their sum up to `cap`."""
+
+    mode: Literal["best", "sum"] = "best"
+    cap: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _cap(self) -> "Group":
+        if self.mode == "best" and self.cap is not None:
+            raise ValueError("cap limits a `sum` group; a `best` group already counts one rule")
+        return self
+
+
 class Engagement(_Strict):
     rules: list[EngagementRule]
     repeats: list[RepeatRule] = Field(default_factory=list)
+    aggregates: list[Aggregate] = Field(default_factory=list)
+    groups: dict[str, Group] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> "Engagement":
+        agg_ids = {a.id for a in self.aggregates}
+        for i, rule in enumerate(self.rules):
+            if rule.aggregate is not None and rule.aggregate not in agg_ids:
+                raise ValueError(f"rules[{i}] ({rule.id}).aggregate: unknown aggregate {rule.aggregate!r}; "
+                                 f"aggregates: {', '.join(sorted(agg_ids)) or 'none declared'}")
+        used = {r.group for r in self.rules if r.group}
+        for name in self.groups:
+            if name not in used:
+                raise ValueError(f"groups.{name}: no engagement rule is in this group")
+        return self
 
 
 class Fit(_Strict):
@@ -189,13 +341,88 @@ class IntentRule(_Strict):
     when: Condition
 
 
+class Criterion(_Strict):
+    """A stage criterion: a metric (score, fit, engagement or an aggregate's id) in a
+    band, a minimum fit grade, a recent hand raise, or all/any of these."""
+
+    metric: str | None = Field(default=None, pattern=_ID)
+    fit_grade: Grade | None = None  # at least this grade
+    hand_raise_within_days: float | None = Field(default=None, gt=0, le=3650)
+    gte: float | None = None
+    lte: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+    between: list[float] | None = None
+    all: list["Criterion"] | None = None
+    any: list["Criterion"] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Criterion":
+        tests = [n for n in ("metric", "fit_grade", "hand_raise_within_days", "all", "any") if getattr(self, n) is not None]
+        if len(tests) != 1:
+            raise ValueError("a criterion is exactly one of metric, fit_grade, hand_raise_within_days, all, any"
+                             + (f" (got {', '.join(tests)})" if tests else ""))
+        banded = any(getattr(self, n) is not None for n in ("gte", "lte", "gt", "lt", "between"))
+        if self.metric is not None and not banded:
+            raise ValueError(f"metric {self.metric} needs a bound: gte, lte, gt, lt or between")
+        if self.metric is None and banded:
+            raise ValueError("gte/lte/gt/lt/between bound a metric (metric: score, fit, engagement or an aggregate)")
+        if self.all is not None and not self.all or self.any is not None and not self.any:
+            raise ValueError("all/any needs at least one criterion")
+        _band_ok(self)
+        return self
+
+    def metrics(self) -> set[str]:
+        out = {self.metric} if self.metric else set()
+        for c in (self.all or []) + (self.any or []):
+            out |= c.metrics()
+        return out
+
+
+Criterion.model_rebuild()
+
+
 class Threshold(_Strict):
-    min_fit_grade: Grade
-    min_engagement: float
+    """When a lead reaches the stage: `when` (language 2), or the fixed pair of a minimum
+    fit grade and engagement that language 1 wrote."""
+
+    min_fit_grade: Grade | None = None
+    min_engagement: float | None = None
+    when: Criterion | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "Threshold":
+        legacy = self.min_fit_grade is not None or self.min_engagement is not None
+        if legacy and self.when is not None:
+            raise ValueError("use either `when` or min_fit_grade/min_engagement, not both")
+        if not legacy and self.when is None:
+            raise ValueError("state when a lead reaches this stage: `when: …` (or min_fit_grade and min_engagement)")
+        if legacy and (self.min_fit_grade is None or self.min_engagement is None):
+            raise ValueError("min_fit_grade and min_engagement go together (or write `when: …`)")
+        return self
+
+    def _legacy(self) -> list[Criterion]:
+        return [Criterion(fit_grade=self.min_fit_grade), Criterion(metric="engagement", gte=self.min_engagement)]
+
+    @cached_property
+    def criterion(self) -> Criterion:
+        return self.when if self.when is not None else Criterion(all=self._legacy())
 
 
 class SqlThreshold(Threshold):
-    hand_raise_within_days: float = Field(default=30, gt=0)
+    hand_raise_within_days: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _hand_raise(self) -> "SqlThreshold":
+        if self.when is not None and self.hand_raise_within_days is not None:
+            raise ValueError("with `when`, state the hand raise inside it: {hand_raise_within_days: 30}")
+        return self
+
+    @cached_property
+    def criterion(self) -> Criterion:
+        if self.when is not None:
+            return self.when
+        return Criterion(all=[Criterion(hand_raise_within_days=self.hand_raise_within_days or 30), *self._legacy()])
 
 
 class InstantTrigger(_Strict):
@@ -230,10 +457,31 @@ class Forms(_Strict):
     honeypot_fields: list[str] = Field(default_factory=lambda: ["_hp", "_gotcha"])
     kinds: dict[str, str] = Field(default_factory=dict)
     field_aliases: dict[str, str] = Field(default_factory=dict)
+    # Any form field (lower case) to the trait it sets: `current_occupation: occupation`.
+    traits: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("traits")
+    @classmethod
+    def _targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for field, trait in value.items():
+            if not field.strip():
+                raise ValueError("a form field name must not be empty")
+            if not _ID_RE.match(trait):
+                raise ValueError(f"{field!r} maps to {trait!r}: a trait name is snake_case (a-z, 0-9, _)")
+        return {k.lower(): v for k, v in value.items()}
+
+
+class EventSpec(_Strict):
+    """An event type of your own (sms_sent, call_logged, chat_started, site_visit): what it
+    means and the types of the properties it carries, checked on every event."""
+
+    description: str = ""
+    properties: dict[str, ValueType] = Field(default_factory=dict)
 
 
 class Limits(_Strict):
     signals_per_rule: int = Field(default=50, ge=10, le=5000)
+    events_per_aggregate: int = Field(default=200, ge=10, le=5000)
     seen_event_ids: int = Field(default=500, ge=100, le=20000)
 
 
@@ -544,8 +792,11 @@ class Webhooks(_Strict):
 
 
 class Rules(_Strict):
+    language: int = 1
     version: str = Field(min_length=1, max_length=64)
     description: str = ""
+    events: dict[str, EventSpec] = Field(default_factory=dict)
+    traits: dict[str, ValueType] = Field(default_factory=dict)
     fit: Fit
     engagement: Engagement
     intent_validation: list[IntentRule] = Field(default_factory=list)
@@ -557,26 +808,97 @@ class Rules(_Strict):
     sla: Sla = Field(default_factory=Sla)
     webhooks: Webhooks = Field(default_factory=Webhooks)
 
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: int) -> int:
+        if value not in LANGUAGES:
+            raise ValueError(f"this leadflow reads rules language {' and '.join(map(str, LANGUAGES))}, not {value}")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _event_names(cls, value: dict[str, EventSpec]) -> dict[str, EventSpec]:
+        for name in value:
+            if not _ID_RE.match(name):
+                raise ValueError(f"event type {name!r}: a name is snake_case (a-z, 0-9, _)")
+            if name in EVENT_TYPES:
+                raise ValueError(f"event type {name!r} is built in; declare only your own types")
+        return value
+
+    @field_validator("traits")
+    @classmethod
+    def _trait_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _ID_RE.match(name):
+                raise ValueError(f"trait {name!r}: a name is snake_case (a-z, 0-9, _)")
+        return value
+
     @model_validator(mode="after")
     def _references(self) -> "Rules":
-        ids = [r.id for r in self.fit.rules] + [r.id for r in self.engagement.rules] + [r.id for r in self.engagement.repeats]
+        ids = ([r.id for r in self.fit.rules] + [r.id for r in self.engagement.rules]
+               + [r.id for r in self.engagement.repeats] + [a.id for a in self.engagement.aggregates])
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
-            raise ValueError(f"rule ids must be unique; repeated: {', '.join(dupes)}")
+            raise ValueError(f"rule and aggregate ids must be unique; repeated: {', '.join(dupes)}")
         engagement_ids = {r.id for r in self.engagement.rules}
         for rep in self.engagement.repeats:
             if rep.of not in engagement_ids:
                 raise ValueError(f"repeat rule {rep.id!r} counts unknown engagement rule {rep.of!r}")
+        known = set(METRICS) | {a.id for a in self.engagement.aggregates}
+        for stage in ("mql", "sql"):
+            unknown = getattr(self.lifecycle, stage).criterion.metrics() - known
+            if unknown:
+                raise ValueError(f"lifecycle.{stage}: unknown metric {', '.join(sorted(unknown))}; "
+                                 f"metrics: {', '.join(sorted(known))}")
+        if self.language < 2 and (used := self._language_2_features()):
+            raise ValueError(f"{', '.join(used)} need rules language 2: add `language: 2` at the top of the rules file "
+                             "(everything a language 1 file says keeps its meaning)")
         return self
+
+    def _language_2_features(self) -> list[str]:
+        used = []
+        if self.events:
+            used.append("events")
+        if self.traits:
+            used.append("traits")
+        if self.engagement.aggregates:
+            used.append("engagement.aggregates")
+        if self.engagement.groups or any(r.group for r in self.engagement.rules):
+            used.append("engagement groups")
+        if any(r.per is not None for r in self.engagement.rules):
+            used.append("per-unit points")
+        if self.lifecycle.mql.when is not None or self.lifecycle.sql.when is not None:
+            used.append("lifecycle `when` criteria")
+        if self.forms.traits:
+            used.append("forms.traits")
+        return used
 
     @cached_property
     def engagement_by_id(self) -> dict[str, EngagementRule]:
         return {r.id: r for r in self.engagement.rules}
 
+    @cached_property
+    def aggregate_by_id(self) -> dict[str, Aggregate]:
+        return {a.id: a for a in self.engagement.aggregates}
+
+    @cached_property
+    def event_types(self) -> tuple[str, ...]:
+        return (*EVENT_TYPES, *self.events)
+
+    @cached_property
+    def trait_types(self) -> dict[str, str]:
+        return {**BUILTIN_TRAIT_TYPES, **self.traits}
+
+    @cached_property
+    def hand_raise_rules(self) -> frozenset[str]:
+        return frozenset(r.id for r in self.engagement.rules if r.hand_raise)
+
 
 def parse_rules(data: Any, *, source: str = "rules") -> Rules:
+    declared = data.get("events") if isinstance(data, dict) else None
+    custom = tuple(str(k) for k in declared) if isinstance(declared, dict) else ()
     try:
-        return Rules.model_validate(data)
+        return Rules.model_validate(data, context={"event_types": (*EVENT_TYPES, *custom)})
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False, include_input=False):

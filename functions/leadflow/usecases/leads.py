@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from leadflow.domain.conform import conform
 from leadflow.domain.engine import absorb, apply_action, apply_event, apply_stage, new_lead, rebase, rescore, score_lead
 from leadflow.domain.errors import NotFound, TooManyConflicts
 from leadflow.domain.events import AppliedEvent, CanonicalEvent, finalise, normalise_email
@@ -72,13 +73,14 @@ class LeadService:
 
     def ingest(self, event: CanonicalEvent, *, source: str = "api") -> Applied:
         now = self.clock()
-        return self.apply(finalise(event, now=now, source=source), now)
+        return self.apply(finalise(conform(event, self.rules), now=now, source=source), now)
 
     def ingest_many(self, events: list[CanonicalEvent], *, source: str = "api") -> list[Applied]:
         """A delivery of several events: applied in event-time order, so the order the
         sender listed simultaneous events in cannot change the result."""
         now = self.clock()
-        applied = [finalise(e, now=now, source=source) for e in events]
+        conformed = [conform(e, self.rules) for e in events]  # all or nothing: a bad one changes nothing
+        applied = [finalise(e, now=now, source=source) for e in conformed]
         order = sorted(range(len(applied)), key=lambda i: (applied[i].occurred_at, applied[i].type, applied[i].event_id))
         results: list[Applied | None] = [None] * len(applied)
         for i in order:
@@ -205,6 +207,7 @@ class LeadService:
             "fit_grade": card.fit_grade,
             "engagement_score": card.engagement_score,
             "explanation": card.explanation,
+            "aggregates": card.aggregates,
             "scored_at": now.isoformat(),
             "rules_version": self.rules.version,
             "disqualified": lead.disqualified,
@@ -214,6 +217,10 @@ class LeadService:
             "first_touch_at": lead.first_touch_at.isoformat() if lead.first_touch_at else None,
             "first_touch_by": lead.first_touch_by,
             "first_touch_seconds": lead.first_touch_seconds,
+            "first_touch": lead.first_touch.model_dump(mode="json") if lead.first_touch else None,
+            "last_touch": lead.last_touch.model_dump(mode="json") if lead.last_touch else None,
+            "message": lead.message.model_dump(mode="json") if lead.message else None,
+            "outcome": lead.outcome.model_dump(mode="json") if lead.outcome else None,
             "history": [m.model_dump(mode="json", by_alias=True) for m in lead.history],
             "events_applied": len(lead.seen),
             "created_at": lead.created_at.isoformat(),

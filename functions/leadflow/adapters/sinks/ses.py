@@ -124,6 +124,8 @@ def _facts(notice: Notice) -> list[tuple[str, Any]]:
         ("Fit grade", notice.fit_grade),
         ("Engagement score", _number(notice.engagement_score)),
         ("Owner", (owner.name or owner.id) if owner else "unassigned"),
+        ("Source", notice.source),
+        ("Message", notice.message),
     ]
     return [(label, value) for label, value in facts if value not in (None, "")]
 
@@ -133,10 +135,7 @@ def _reasons(notice: Notice) -> list[str]:
     for line in notice.reasons:
         points = line.get("points")
         head = (("-" if points < 0 else "+") + _number(abs(points)) + " ") if isinstance(points, (int, float)) else ""
-        text = f"{head}{line.get('rule', '?')}"
-        if line.get("detail") and line.get("detail") != line.get("rule"):
-            text += f": {line['detail']}"
-        out.append(text)
+        out.append(f"{head}{line.get('detail') or line.get('rule', '?')}")
     return out
 
 

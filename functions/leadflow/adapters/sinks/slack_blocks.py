@@ -164,11 +164,16 @@ def _card(notice: Notice) -> list[dict[str, Any]]:
         _field("Engagement score", _number(notice.engagement_score)),
         _field("Score", _number(notice.score)),
         _field("Owner", _owner(notice), escaped=True),
+        *([_field("Source", notice.source)] if notice.source else []),
     ]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(header, HEADER_LIMIT), "emoji": True}},
         {"type": "section", "fields": fields[:MAX_FIELDS]},
     ]
+    if notice.message:
+        quoted = "\n".join("> " + line for line in escape(_clip(notice.message, SECTION_TEXT_LIMIT - 40)).splitlines())
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip("*Message*\n" + quoted,
+                                                                                   SECTION_TEXT_LIMIT)}})
     reasons = _reason_lines(notice.reasons)
     if reasons:
         text = "*Why*\n" + "\n".join(reasons)
@@ -217,12 +222,9 @@ def _reason_lines(reasons: list[dict[str, Any]]) -> list[str]:
     lines = []
     for line in reasons:
         points = line.get("points")
-        rule = escape(str(line.get("rule") or "?"))
-        detail = line.get("detail")
-        text = f"{_signed(points)} {rule}" if isinstance(points, (int, float)) else rule
-        if detail and str(detail) != str(line.get("rule")):
-            text += f": {escape(_clip(str(detail), VALUE_LIMIT))}"
-        lines.append(text)
+        # The sentence, not the rule id: "+30 C-level, VP, founder or owner: job title VP Marketing".
+        said = escape(_clip(str(line.get("detail") or line.get("rule") or "?"), VALUE_LIMIT))
+        lines.append(f"{_signed(points)} {said}" if isinstance(points, (int, float)) else said)
     return lines
 
 
