@@ -31,6 +31,13 @@ def service() -> LeadService:
     return LeadService(store(), rules())
 
 
+@lru_cache(maxsize=1)
+def importer():
+    from leadflow.usecases.imports import Importer
+
+    return Importer(service())
+
+
 def build_sinks(cfg: Settings, reject_reasons: list[str]) -> list:
     """The sinks the configuration turns on, in delivery order: people first (Slack is
     the speed-to-lead path), then the CRMs and EventBridge."""
@@ -115,4 +122,5 @@ def reset() -> None:
     handoff.cache_clear()
     sla_watch.cache_clear()
     sales_actions.cache_clear()
+    importer.cache_clear()
     reset_settings()

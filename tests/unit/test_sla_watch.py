@@ -84,3 +84,17 @@ def test_sweep_without_an_escalator_reads_nothing(rules):
 
     assert watch(rules, store, None, StepClock(NOW + timedelta(days=7))).sweep() == {
         "checked": 0, "escalated": 0, "failed": 0}
+
+
+def test_sweep_ignores_an_sql_brought_in_by_an_import(rules):
+    from leadflow.domain.engine import apply_import
+
+    store, told = MemoryStore(), Escalations()
+    lead = sql_lead(rules)
+    imported = apply_import(lead.model_copy(update={"history": [], "stage": "subscriber"}), [], key="row-2",
+                            stage="sql", stage_at=None, outcome=None, owner=None, rules=rules, now=NOW).lead
+    assert imported.stage == "sql" and imported.history[-1].announced is False
+    store.put(imported, None)
+
+    assert watch(rules, store, told, StepClock(NOW + timedelta(days=7))).sweep()["escalated"] == 0
+    assert told.calls == []

@@ -258,7 +258,8 @@ def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, r
     return Outcome(lead=lead, moves=[move])
 
 
-def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, rules: Rules, now: datetime) -> Outcome:
+def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, rules: Rules, now: datetime,
+                resets: bool = True) -> Outcome:
     """A stage someone set in another system of record (a human changing HubSpot's
     lifecycle stage): honoured as an explicit move, forward or back, recorded with who
     and why. Setting the stage the lead already has is no move. `key` (the source
@@ -270,7 +271,7 @@ def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, ru
     if stage == lead.stage and lead.history:
         return Outcome(lead=lead, moves=[])
     lead = lead.model_copy(deep=True, update={"moves": []})
-    if stage_rank(stage) < stage_rank(lead.stage):
+    if resets and stage_rank(stage) < stage_rank(lead.stage):
         lead.engagement_reset_at = _epoch(now)  # like a reject: a lead sent back starts afresh
     card = score_lead(lead, rules, now)
     _set_score(lead, card, rules, now)
@@ -279,6 +280,56 @@ def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, ru
     lead.updated_at = now
     lead.applied = []
     return Outcome(lead=lead, moves=[move])
+
+
+IMPORT_ACTOR = "import"
+
+
+def apply_import(lead: Lead, events: list[AppliedEvent], *, key: str, stage: str | None, stage_at: datetime | None,
+                 outcome: SalesOutcome | None, owner: str | None, rules: Rules, now: datetime) -> Outcome:
+    """One imported row: its events applied each at its own time (what leadflow would
+    have done had it been there), then the stage and outcome the source system holds,
+    recorded as explicit moves by the import, then scores brought to `now`. Every move
+    it makes is history, not news: kept, never announced (not in the outbox). Nothing
+    new, nothing written: `duplicate` is True when a re-run finds it all applied."""
+    start = lead
+    records: list[dict] = []
+    made: list[str] = []
+    for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
+        at = max(event.occurred_at, lead.updated_at) if lead.history else event.occurred_at
+        out = apply_event(lead, event, rules, min(at, now))
+        if out.duplicate:
+            continue
+        lead = out.lead
+        records.extend(lead.applied)
+        made.extend(m.move_id for m in out.moves)
+    if outcome is not None and (lead.outcome is None or lead.outcome.model_dump() != outcome.model_dump()):
+        lead = lead.model_copy(deep=True)
+        lead.outcome = outcome
+        if outcome.result == "won" and stage is None and stage_rank(lead.stage) < stage_rank("customer"):
+            stage, stage_at = "customer", outcome.at
+    if stage is not None and lead.known and stage != lead.stage:
+        when = min(max(stage_at or now, lead.updated_at), now)
+        out = apply_stage(lead, stage, actor=IMPORT_ACTOR, reason="imported", key=f"import|{key}|{stage}", rules=rules,
+                          now=when, resets=False)
+        lead = out.lead
+        made.extend(m.move_id for m in out.moves)
+    if owner is not None and owner != lead.owner:
+        lead = lead.model_copy(deep=True)
+        lead.owner = owner
+    if lead is start:
+        return Outcome(lead=lead, duplicate=True)
+    out = rescore(lead, rules, now)
+    lead = out.lead
+    made.extend(m.move_id for m in out.moves)
+    quiet = set(made)
+    for move in lead.history:
+        if move.move_id in quiet:
+            move.announced = False
+    lead.updated_at = now
+    lead.applied = records
+    lead.moves = []  # history brought in is not news: nothing for the handoff
+    return Outcome(lead=lead, moves=[m for m in lead.history if m.move_id in quiet])
 
 
 def _first_touch(lead: Lead, actor: str, now: datetime) -> None:

@@ -66,6 +66,8 @@ class Move(BaseModel):
     # Who the lead was assigned to by this move (routing), and why.
     owner: str | None = None
     routing: dict[str, Any] | None = None
+    # False for history brought in (an import): recorded, never sent to sales or sinks.
+    announced: bool = True
 
 
 class Signal(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -143,6 +144,79 @@ def _verify_standard_webhook(body: str, headers: dict[str, str], secret: str | N
         reason = str(exc) if exc.__class__.__name__ == "WebhookVerificationError" else "malformed signature headers"
         raise Unauthorized(f"signature verification failed: {reason}") from None
     return {k.lower(): v for k, v in headers.items()}["webhook-id"]
+
+
+MAX_IMPORT_ROWS = 50
+
+
+class ImportOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
+
+    result: str = Field(min_length=1, max_length=20)
+    at: datetime | None = None
+    reason: str | None = Field(default=None, max_length=200)
+    value: float | None = None
+
+
+class ImportRowBody(BaseModel):
+    """One row of an export as `leadflow import` sends it (see the README's import section)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    row: int = Field(ge=0)
+    key: str = Field(min_length=1, max_length=300)
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=20)
+    stage: str | None = Field(default=None, max_length=40)
+    stage_at: datetime | None = None
+    outcome: ImportOutcome | None = None
+    owner: str | None = Field(default=None, max_length=200)
+
+
+@app.post("/v1/import")
+def post_import() -> Response:
+    """Rows of an export, each applied on its own: a bad row is answered `rejected`
+    (field and reason) and the others still apply. A 200 means every row not rejected
+    is durable; re-sending the same rows changes nothing."""
+    from leadflow.usecases.imports import ImportRow
+
+    body = _json_body()
+    rows = body.get("rows") if isinstance(body, dict) else None
+    if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_IMPORT_ROWS:
+        raise InvalidInput(f"rows: send 1 to {MAX_IMPORT_ROWS} rows as {{\"rows\": [...]}}", field="rows")
+    importer = container.importer()
+    results = []
+    for i, raw in enumerate(rows):
+        number = raw.get("row") if isinstance(raw, dict) and isinstance(raw.get("row"), int) else i
+        try:
+            try:
+                parsed = ImportRowBody.model_validate(raw)
+            except ValidationError as exc:
+                first = validation_details(exc)[0]
+                raise InvalidInput(f"{first['field']}: {first['reason']}", field=first["field"]) from None
+            events = []
+            for n, item in enumerate(parsed.events):
+                try:
+                    events.append(parse_event(item))
+                except InvalidInput as exc:
+                    raise InvalidInput(f"events[{n}].{exc.message}", field=f"events[{n}].{exc.field or 'body'}") from None
+            outcome = parsed.outcome.model_dump() if parsed.outcome else None
+            results.append({"row": number, **importer.apply(ImportRow(
+                key=parsed.key, events=events, stage=parsed.stage, stage_at=_utc(parsed.stage_at),
+                outcome={**outcome, "at": _utc(outcome["at"])} if outcome else None, owner=parsed.owner))})
+        except InvalidInput as exc:
+            results.append({"row": number, "status": "rejected", "field": exc.field, "reason": exc.message})
+    counts = {k: sum(1 for r in results if r["status"] == k) for k in ("imported", "merged", "unchanged", "rejected")}
+    logger.info("import.batch", extra=counts)
+    add("ImportRows", len(results))
+    return _json(200, {"results": results, "counts": counts})
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    from datetime import timezone
+
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 @app.get("/v1/leads")

@@ -52,8 +52,8 @@ class SlaWatch:
             if lead.disqualified:
                 continue
             entered = last_move_into(lead, "sql")
-            if entered is None:
-                continue
+            if entered is None or not entered.announced:
+                continue  # an imported SQL was never put on anyone's desk
             checked += 1
             if lead.first_touch_at is not None and lead.first_touch_at >= entered.at:
                 continue  # accepted
