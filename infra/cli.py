@@ -138,7 +138,80 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--secret", help="the signing secret (default LEADFLOW_WEBHOOK_SECRET_<SOURCE>); for "
                                        "sendgrid a PEM private key or a path to one")
     test.set_defaults(func=webhooks_test_command)
+
+    imp = commands.add_parser(
+        "import",
+        help="import a CRM or marketing-automation export (CSV) through POST /v1/import",
+        description=(
+            "Maps each row of FILE through the mapping (YAML, `mapping: 1`) to events, a stage and an outcome, "
+            "and sends them in batches. Rows the mapping cannot read are rejected with the column named; the "
+            "rest go on. Progress is kept in DATA_DIR/imports/: running the same command again resumes after "
+            "the last acknowledged row, and re-sending rows is harmless (they come back unchanged)."
+        ),
+    )
+    imp.add_argument("file", metavar="FILE.csv", help="the export: UTF-8 CSV, separated by , ; or tab")
+    imp.add_argument("--mapping", required=True, metavar="MAP.yaml", help="how the columns become events")
+    where = imp.add_mutually_exclusive_group()
+    where.add_argument("--url", help="base URL of the API (default: the leadflow serve running on --data-dir)")
+    where.add_argument("--stack-name", help="a deployed CloudFormation stack: its ApiUrl output")
+    imp.add_argument("--data-dir", default=".leadflow",
+                     help="data directory of a running leadflow serve, and where the import's progress is kept "
+                          "(default .leadflow)")
+    imp.add_argument("--api-key", help="the API key (default LEADFLOW_API_KEY)")
+    imp.add_argument("--batch", type=_batch_size, default=25, metavar="ROWS", help="rows per request (1-50, default 25)")
+    imp.add_argument("--limit", type=_positive_int, metavar="N", help="stop after N rows (run again to continue)")
+    imp.add_argument("--restart", action="store_true", help="start from the first row, ignoring saved progress")
+    imp.add_argument("--rejects", metavar="PATH", help="write every rejected row (row, field, reason) to PATH as CSV")
+    imp.add_argument("--json", action="store_true", help="print the summary as JSON on stdout instead of tables")
+    imp.set_defaults(func=import_command)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > 50:
+        raise argparse.ArgumentTypeError("the import route takes at most 50 rows a request")
+    return value
+
+
+def _import_base_url(args: argparse.Namespace) -> str:
+    """--url, else the stack's ApiUrl output, else the leadflow serve on --data-dir."""
+    import json
+
+    if args.url:
+        return args.url
+    if args.stack_name:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            stacks = boto3.client("cloudformation").describe_stacks(StackName=args.stack_name)["Stacks"]
+        except (BotoCoreError, ClientError) as exc:
+            raise SystemExit(f"leadflow import: {exc}") from None
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+        if "ApiUrl" not in outputs:
+            raise SystemExit(f"leadflow import: stack {args.stack_name} has no ApiUrl output")
+        return outputs["ApiUrl"]
+    path = os.path.join(args.data_dir, "stack.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            url = json.load(fh).get("api_url")
+    except (OSError, ValueError):
+        url = None
+    if not url:
+        raise SystemExit(f"leadflow import: no running leadflow serve in {args.data_dir} ({path} has no api_url); "
+                         "start one, or pass --url / --stack-name")
+    return url
 
 
 def webhooks_test_command(args: argparse.Namespace) -> int:
@@ -267,6 +340,39 @@ def dlq_command(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(str(row.get(c, ""))[: widths[c]].ljust(widths[c]) for c in columns))
     print(f"{len(rows)} {verb}{'s' if len(rows) != 1 and verb == 'dead letter' else ''}")
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from leadflow_infra import importer
+
+    base = _import_base_url(args)
+    ui = importer.RichUI()
+    try:
+        summary = importer.run_import(
+            args.file, args.mapping, url=base, api_key=args.api_key or os.environ.get("LEADFLOW_API_KEY") or None,
+            data_dir=args.data_dir, batch=args.batch, limit=args.limit, restart=args.restart, ui=ui,
+        )
+        failure = None
+    except importer.ImportFailed as exc:
+        summary, failure = exc.summary, exc
+    if summary is not None:
+        if args.rejects:
+            try:
+                importer.write_rejects(args.rejects, summary.rejects)
+            except OSError as exc:
+                print(f"leadflow import: cannot write {args.rejects}: {exc.strerror or exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(summary.to_json(), indent=2))
+        else:
+            importer.render_summary(summary, Console(), rejects_path=args.rejects)
+    if failure is not None:
+        print(f"leadflow import: {failure.message}", file=sys.stderr)
+        return failure.exit_code
     return 0
 
 
