@@ -21,6 +21,9 @@ class MemoryStore:
             lead = self.items.get(lead_id)
             return copy.deepcopy(lead) if lead is not None else None
 
+    def get_many(self, lead_ids):
+        return {i: lead for i in lead_ids if (lead := self.get(i)) is not None}
+
     def put(self, lead, expected_version):
         with self.lock:
             held = self.items.get(lead.lead_id)

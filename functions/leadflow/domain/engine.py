@@ -142,6 +142,12 @@ def apply_event(lead: Lead, event: AppliedEvent, rules: Rules, now: datetime) ->
     if lead.has_seen(key):
         return Outcome(lead=lead, duplicate=True)
     lead = lead.model_copy(deep=True, update={"moves": []})
+    moves = _apply_event(lead, event, key, rules, now)
+    return Outcome(lead=lead, moves=moves)
+
+
+def _apply_event(lead: Lead, event: AppliedEvent, key: str, rules: Rules, now: datetime) -> list[Move]:
+    """apply_event on a lead this call owns (changed in place)."""
     at = _epoch(event.occurred_at)
     for name, value in sorted(event.traits.items()):
         _merge_trait(lead, name, value, at)
@@ -163,7 +169,7 @@ def apply_event(lead: Lead, event: AppliedEvent, rules: Rules, now: datetime) ->
     moves = _advance(lead, event, rules, now)
     lead.updated_at = now
     lead.applied = [event.to_record()]
-    return Outcome(lead=lead, moves=moves)
+    return moves
 
 
 def _converts(rule_id: str, rules: Rules) -> bool:
@@ -292,20 +298,21 @@ def apply_import(lead: Lead, events: list[AppliedEvent], *, key: str, stage: str
     recorded as explicit moves by the import, then scores brought to `now`. Every move
     it makes is history, not news: kept, never announced (not in the outbox). Nothing
     new, nothing written: `duplicate` is True when a re-run finds it all applied."""
-    start = lead
+    lead = lead.model_copy(deep=True, update={"moves": []})  # one copy; changed in place below
+    changed = False
     records: list[dict] = []
     made: list[str] = []
     for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
-        at = max(event.occurred_at, lead.updated_at) if lead.history else event.occurred_at
-        out = apply_event(lead, event, rules, min(at, now))
-        if out.duplicate:
+        seen_key = event_key(event.event_id)
+        if lead.has_seen(seen_key):
             continue
-        lead = out.lead
+        at = max(event.occurred_at, lead.updated_at) if lead.history else event.occurred_at
+        made.extend(m.move_id for m in _apply_event(lead, event, seen_key, rules, min(at, now)))
         records.extend(lead.applied)
-        made.extend(m.move_id for m in out.moves)
+        changed = True
     if outcome is not None and (lead.outcome is None or lead.outcome.model_dump() != outcome.model_dump()):
-        lead = lead.model_copy(deep=True)
         lead.outcome = outcome
+        changed = True
         if outcome.result == "won" and stage is None and stage_rank(lead.stage) < stage_rank("customer"):
             stage, stage_at = "customer", outcome.at
     if stage is not None and lead.known and stage != lead.stage:
@@ -314,14 +321,14 @@ def apply_import(lead: Lead, events: list[AppliedEvent], *, key: str, stage: str
                           now=when, resets=False)
         lead = out.lead
         made.extend(m.move_id for m in out.moves)
+        changed = True
     if owner is not None and owner != lead.owner:
-        lead = lead.model_copy(deep=True)
         lead.owner = owner
-    if lead is start:
+        changed = True
+    if not changed:
         return Outcome(lead=lead, duplicate=True)
-    out = rescore(lead, rules, now)
-    lead = out.lead
-    made.extend(m.move_id for m in out.moves)
+    _prune(lead, rules, now)
+    made.extend(m.move_id for m in _advance(lead, None, rules, now))  # scores as of now
     quiet = set(made)
     for move in lead.history:
         if move.move_id in quiet:

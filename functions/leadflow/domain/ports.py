@@ -24,6 +24,10 @@ class VersionConflict(Exception):
 class LeadStore(Protocol):
     def get(self, lead_id: str) -> Lead | None: ...
 
+    def get_many(self, lead_ids: Iterable[str]) -> dict[str, Lead]:
+        """The leads that exist among `lead_ids`, read consistently (a batch of reads)."""
+        ...
+
     def put(self, lead: Lead, expected_version: int | None) -> Lead:
         """Write the lead if its stored version is `expected_version` (None: must not exist).
         Returns the lead with its new version; raises VersionConflict otherwise."""

@@ -16,7 +16,7 @@ from leadflow.domain.forms import is_bot, to_event
 from leadflow.routes.forms import parse_form_body
 from leadflow.routes.webhooks import raw_body
 from leadflow.domain.errors import BadRequest, InvalidInput, LeadflowError, NotFound, PayloadTooLarge, Unauthorized
-from leadflow.domain.events import parse_event, validation_details
+from leadflow.domain.events import normalise_email, parse_event, validation_details
 from leadflow.observability import add, logger, mask_email
 from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, settings
 
@@ -184,6 +184,9 @@ def post_import() -> Response:
     if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_IMPORT_ROWS:
         raise InvalidInput(f"rows: send 1 to {MAX_IMPORT_ROWS} rows as {{\"rows\": [...]}}", field="rows")
     importer = container.importer()
+    emails = [e.get("email") for r in rows if isinstance(r, dict) and isinstance(r.get("events"), list)
+              for e in r["events"][:1] if isinstance(e, dict) and isinstance(e.get("email"), str)]
+    known = importer.prefetch([normalise_email(e) for e in emails])
     results = []
     for i, raw in enumerate(rows):
         number = raw.get("row") if isinstance(raw, dict) and isinstance(raw.get("row"), int) else i
@@ -202,7 +205,7 @@ def post_import() -> Response:
             outcome = parsed.outcome.model_dump() if parsed.outcome else None
             results.append({"row": number, **importer.apply(ImportRow(
                 key=parsed.key, events=events, stage=parsed.stage, stage_at=_utc(parsed.stage_at),
-                outcome={**outcome, "at": _utc(outcome["at"])} if outcome else None, owner=parsed.owner))})
+                outcome={**outcome, "at": _utc(outcome["at"])} if outcome else None, owner=parsed.owner), known)})
         except InvalidInput as exc:
             results.append({"row": number, "status": "rejected", "field": exc.field, "reason": exc.message})
     counts = {k: sum(1 for r in results if r["status"] == k) for k in ("imported", "merged", "unchanged", "rejected")}

@@ -153,6 +153,23 @@ class DynamoLeadStore(DynamoTable):
         item = resp.get("Item")
         return item_to_lead(self._plain(item)) if item else None
 
+    def get_many(self, lead_ids: Iterable[str]) -> dict[str, Lead]:
+        """BatchGetItem, 100 keys a call, strongly consistent, re-asking for whatever
+        DynamoDB left unprocessed."""
+        ids = list(dict.fromkeys(lead_ids))
+        found: dict[str, Lead] = {}
+        for start in range(0, len(ids), 100):
+            request: dict[str, Any] = {self.table_name: {"Keys": [self._key(i) for i in ids[start:start + 100]],
+                                                         "ConsistentRead": True}}
+            while request:
+                self._count("BatchGetItem")
+                resp = self.client.batch_get_item(RequestItems=request)
+                for item in resp.get("Responses", {}).get(self.table_name, []):
+                    lead = item_to_lead(self._plain(item))
+                    found[lead.lead_id] = lead
+                request = resp.get("UnprocessedKeys") or {}
+        return found
+
     def _key(self, lead_id: str) -> dict:
         return {"PK": {"S": lead_pk(lead_id)}, "SK": {"S": LEAD_SK}}
 
