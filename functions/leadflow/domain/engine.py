@@ -264,8 +264,7 @@ def apply_action(lead: Lead, name: str, *, reason: str | None, by: str | None, r
     return Outcome(lead=lead, moves=[move])
 
 
-def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, rules: Rules, now: datetime,
-                resets: bool = True) -> Outcome:
+def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, rules: Rules, now: datetime) -> Outcome:
     """A stage someone set in another system of record (a human changing HubSpot's
     lifecycle stage): honoured as an explicit move, forward or back, recorded with who
     and why. Setting the stage the lead already has is no move. `key` (the source
@@ -277,7 +276,7 @@ def apply_stage(lead: Lead, stage: str, *, actor: str, reason: str, key: str, ru
     if stage == lead.stage and lead.history:
         return Outcome(lead=lead, moves=[])
     lead = lead.model_copy(deep=True, update={"moves": []})
-    if resets and stage_rank(stage) < stage_rank(lead.stage):
+    if stage_rank(stage) < stage_rank(lead.stage):
         lead.engagement_reset_at = _epoch(now)  # like a reject: a lead sent back starts afresh
     card = score_lead(lead, rules, now)
     _set_score(lead, card, rules, now)
@@ -295,9 +294,12 @@ def apply_import(lead: Lead, events: list[AppliedEvent], *, key: str, stage: str
                  outcome: SalesOutcome | None, owner: str | None, rules: Rules, now: datetime) -> Outcome:
     """One imported row: its events applied each at its own time (what leadflow would
     have done had it been there), then the stage and outcome the source system holds,
-    recorded as explicit moves by the import, then scores brought to `now`. Every move
-    it makes is history, not news: kept, never announced (not in the outbox). Nothing
-    new, nothing written: `duplicate` is True when a re-run finds it all applied."""
+    recorded as explicit moves by the import, then scores brought to `now`. A stage the
+    row states is the truth as of the import: the rules do not move the lead past it
+    then, and a stage set back restarts engagement from its date (as a person setting it
+    back in the CRM does), so old behaviour cannot re-qualify it later. Every move it
+    makes is history, not news: kept, never announced (not in the outbox). Nothing new,
+    nothing written: `duplicate` is True when a re-run finds it all applied."""
     lead = lead.model_copy(deep=True, update={"moves": []})  # one copy; changed in place below
     changed = False
     records: list[dict] = []
@@ -318,7 +320,7 @@ def apply_import(lead: Lead, events: list[AppliedEvent], *, key: str, stage: str
     if stage is not None and lead.known and stage != lead.stage:
         when = min(max(stage_at or now, lead.updated_at), now)
         out = apply_stage(lead, stage, actor=IMPORT_ACTOR, reason="imported", key=f"import|{key}|{stage}", rules=rules,
-                          now=when, resets=False)
+                          now=when)
         lead = out.lead
         made.extend(m.move_id for m in out.moves)
         changed = True
@@ -328,7 +330,10 @@ def apply_import(lead: Lead, events: list[AppliedEvent], *, key: str, stage: str
     if not changed:
         return Outcome(lead=lead, duplicate=True)
     _prune(lead, rules, now)
-    made.extend(m.move_id for m in _advance(lead, None, rules, now))  # scores as of now
+    if stage is None:
+        made.extend(m.move_id for m in _advance(lead, None, rules, now))  # scores as of now, and any move they call for
+    else:
+        _set_score(lead, score_lead(lead, rules, now), rules, now)
     quiet = set(made)
     for move in lead.history:
         if move.move_id in quiet:
