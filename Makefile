@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-handoff serve clean
+.PHONY: demo test lint bench bench-handoff bench-quality serve clean
 
 # The venv gets exactly the versions the Lambda artifacts ship (functions/requirements.txt,
 # the union of each function's pins): tests run against what is deployed.
@@ -23,10 +23,16 @@ test: $(STAMP)
 	$(BIN)/ruff check --no-cache --select F functions infra tests bench
 	$(BIN)/python -m pytest -n 2 -q
 
-bench: $(STAMP)
+bench: $(STAMP) bench-quality
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.import_rows --markdown
 	$(BIN)/python -m bench.handoff
 	$(BIN)/python -m bench.coldstart --markdown
+
+# Rules against real outcomes, cross-validated next to logistic regression (scikit-learn).
+bench-quality: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[learn]"
+	$(BIN)/python -m bench.rules_quality --markdown
 
 bench-handoff: $(STAMP)
 	$(BIN)/python -m bench.handoff

@@ -740,3 +740,23 @@ def test_the_x_education_example_maps_every_lead():
     assert rejected == []
     assert len(rows) == 9240
     assert sum(1 for row in rows if row["outcome"]["result"] == "won") == 3561
+
+
+@pytest.mark.parametrize("example,data", [("x-education", X_EDUCATION), ("b2b-saas", MAVEN)])
+def test_each_example_rules_file_takes_every_event_its_mapping_makes(example, data):
+    """The server checks events against the rules in force: every type the example's
+    mapping produces is declared there, and every property and trait has its type."""
+    if not data.exists():
+        pytest.skip(f"{data} is not there")
+    from leadflow.domain.conform import conform
+    from leadflow.domain.events import parse_event
+    from leadflow.settings import load_rules
+
+    rules = load_rules(str(ROOT / "examples" / example / "rules.yaml"))
+    rows, _, rejected = map_file(ROOT / "examples" / example / "mapping.yaml", data)
+    assert rejected == []
+    types = set()
+    for row in rows:
+        for event in row["events"]:
+            types.add(conform(parse_event(event), rules).type)  # raises InvalidInput naming the field
+    assert types <= set(rules.event_types)
