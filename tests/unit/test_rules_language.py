@@ -361,3 +361,12 @@ def test_won_and_lost_are_kept_as_the_outcome(rules):
 def test_scores_are_finite_whatever_the_inputs(rules):
     lead = play(rules, [ev("identify", traits={"company_size": "1e300", "nps": 10})])
     assert math.isfinite(lead.score)
+
+
+def test_an_any_branch_that_failed_leaves_no_values_in_the_explanation():
+    cond = parse_rules({**copy.deepcopy(BASE), "intent_validation": [{"id": "x", "reason": "x", "when": {"any": [
+        {"all": [{"trait": "role", "equals": "buyer"}, {"trait": "budget", "equals": "none"}]},
+        {"trait": "company", "exists": True}]}}]}).intent_validation[0].when
+    found: list = []
+    assert matches(cond, Subject(traits={"role": "buyer", "budget": "yes", "company": "Acme"}), found)
+    assert found == [("company", "Acme")]

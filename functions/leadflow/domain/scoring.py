@@ -103,7 +103,7 @@ def matches(cond: Condition, subject: Subject, found: list[tuple[str, Any]] | No
         return False
     if cond.all is not None and not all(matches(c, subject, found) for c in cond.all):
         return False
-    if cond.any is not None and not any(matches(c, subject, found) for c in cond.any):
+    if cond.any is not None and not _any(cond.any, subject, found):
         return False
     kind = None
     if cond.trait:
@@ -121,6 +121,17 @@ def matches(cond: Condition, subject: Subject, found: list[tuple[str, Any]] | No
     if ok and found is not None and value is not None and value != "":
         found.append((_label(cond), value))
     return ok
+
+
+def _any(conds: list[Condition], subject: Subject, found: list[tuple[str, Any]] | None) -> bool:
+    """The first branch that holds; only its values go into the explanation."""
+    for cond in conds:
+        branch: list[tuple[str, Any]] | None = [] if found is not None else None
+        if matches(cond, subject, branch):
+            if found is not None and branch:
+                found.extend(branch)
+            return True
+    return False
 
 
 def _test(cond: Condition, value: Any, kind: str | None = None) -> bool:
