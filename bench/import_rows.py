@@ -30,7 +30,11 @@ DATA = ROOT.parent / "shared" / "data" / "leads-x-education.csv"
 EXAMPLE = ROOT / "examples" / "x-education"
 
 
-def write_rows(target: Path, n: int) -> int:
+def write_rows(target: Path, n: int) -> tuple[int, list[str]]:
+    """The rows, and the ids of the leads they make (the example mapping's emails)."""
+    sys.path.insert(0, str(ROOT / "functions"))
+    from leadflow.domain.lead import lead_id_for_email
+
     with DATA.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader)
@@ -48,7 +52,7 @@ def write_rows(target: Path, n: int) -> int:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(out)
-    return len(out)
+    return len(out), [lead_id_for_email(f"lead-{row[number]}@x-education.example") for row in out]
 
 
 def free_port() -> int:
@@ -71,9 +75,11 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise SystemExit("leadflow serve did not become ready")
 
 
-def table_state(data: Path, timeout: float = 600) -> tuple[int, dict[str, int]]:
-    """How many items the table holds, and each lead item's version, once the event log
-    has caught up with the stream: one EVENT# item per event the leads applied."""
+def table_state(data: Path, lead_ids: list[str], timeout: float = 900) -> tuple[int, dict[str, int]]:
+    """How many items the table holds, and each lead's version, once the event log has
+    caught up with the stream (one EVENT# item per event the leads applied). Leads are
+    read by key (BatchGetItem) and items counted by DescribeTable: a scan of the whole
+    table pages through moto in quadratic time."""
     import boto3
     from boto3.dynamodb.types import TypeDeserializer
 
@@ -86,14 +92,18 @@ def table_state(data: Path, timeout: float = 600) -> tuple[int, dict[str, int]]:
     plain = TypeDeserializer().deserialize
     deadline = time.monotonic() + timeout
     while True:
-        items, versions, applied = 0, {}, 0
-        for page in client.get_paginator("scan").paginate(TableName=info["table"]):
-            for item in page["Items"]:
-                items += 1
-                if item["SK"]["S"] == "LEAD":
+        versions, applied = {}, 0
+        for start in range(0, len(lead_ids), 100):
+            request = {info["table"]: {"Keys": [{"PK": {"S": f"LEAD#{i}"}, "SK": {"S": "LEAD"}}
+                                                for i in lead_ids[start:start + 100]], "ConsistentRead": True}}
+            while request:
+                resp = client.batch_get_item(RequestItems=request)
+                for item in resp["Responses"].get(info["table"], []):
                     lead = item_to_lead({k: plain(v) for k, v in item.items()})
-                    versions[item["PK"]["S"]] = lead.version
+                    versions[lead.lead_id] = lead.version
                     applied += len(lead.seen)
+                request = resp.get("UnprocessedKeys") or {}
+        items = client.describe_table(TableName=info["table"])["Table"]["ItemCount"]
         if items == len(versions) + applied or time.monotonic() > deadline:
             return items, versions
         time.sleep(1)  # the stream poller is still appending the event log
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="leadflow-import-bench-") as tmp:
         tmp_path = Path(tmp)
         csv_path = tmp_path / "leads.csv"
-        rows = write_rows(csv_path, args.rows)
+        rows, lead_ids = write_rows(csv_path, args.rows)
         data = tmp_path / "stack"
         data.mkdir()
         port = free_port()
@@ -138,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 wait_ready(base, proc)
                 first = run_import(csv_path, base, tmp_path / "state-1", args.batch, env)
-                items_before, versions_before = table_state(data)
+                items_before, versions_before = table_state(data, lead_ids)
                 second = run_import(csv_path, base, tmp_path / "state-2", args.batch, env)
-                items_after, versions_after = table_state(data)
+                items_after, versions_after = table_state(data, lead_ids)
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
