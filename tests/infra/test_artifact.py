@@ -56,7 +56,7 @@ UNION_FILE = FUNCTIONS_DIR / "requirements.txt"
 # stack, test and lint tools, and the runtime's own packages.
 FORBIDDEN = {
     "leadflow_infra", "infra", "tests", "bench", "moto", "werkzeug", "flask", "flask_cors", "pytest", "_pytest",
-    "hypothesis", "cfnlint", "importlinter", "grimp", "ruff", "responses", "docker",
+    "hypothesis", "cfnlint", "importlinter", "grimp", "ruff", "responses", "docker", "rich", "sklearn",
     "boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3",
 }
 CRYPTO = {"cryptography", "cffi", "_cffi_backend", "pycparser"}

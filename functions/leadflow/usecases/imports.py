@@ -72,7 +72,7 @@ class Importer:
             created = stored is None
             return Applied(svc.store.put(result.lead, stored.version if stored else None), result.moves, False)
 
-        applied = svc._optimistically(attempt)
+        applied = svc.optimistically(attempt)
         status = "unchanged" if applied.duplicate else "imported" if created else "merged"
         return {"status": status, "lead_id": applied.lead.lead_id, "stage": applied.lead.stage,
                 "moves": len(applied.moves)}

@@ -55,7 +55,7 @@ class LeadService:
         self.clock = clock
         self.sleep = sleep
 
-    def _optimistically(self, attempt: Callable[[VersionConflict | None], Applied]) -> Applied:
+    def optimistically(self, attempt: Callable[[VersionConflict | None], Applied]) -> Applied:
         """Read, decide, write conditionally on the version read; on a version conflict back
         off (full jitter, exponential) and decide again. `attempt` gets the previous
         attempt's conflict (None the first time): it carries the stored item when the
@@ -103,7 +103,7 @@ class LeadService:
             self._assign(outcome.lead, outcome.moves, turns)
             return Applied(self.store.put(outcome.lead, resolved.expected), outcome.moves, False)
 
-        return self._optimistically(attempt)
+        return self.optimistically(attempt)
 
     def _assign(self, lead: Lead, moves: list[Move], turns: dict[str, int]) -> None:
         """Give a lead reaching the assignment stage an owner, in the same write as the
@@ -237,7 +237,7 @@ class LeadService:
                     outcome.lead.owner = outcome.moves[0].owner = rep.id
             return Applied(self.store.put(outcome.lead, lead.version), outcome.moves, False)
 
-        return self._optimistically(attempt)
+        return self.optimistically(attempt)
 
     def set_stage(self, event: CanonicalEvent, stage: str, *, actor: str, reason: str, source: str) -> Applied:
         """A stage set in a system of record (the CRM) for the lead `event` names (by
@@ -255,7 +255,7 @@ class LeadService:
             self._assign(outcome.lead, outcome.moves, turns)
             return Applied(self.store.put(outcome.lead, resolved.expected), outcome.moves, False)
 
-        return self._optimistically(attempt)
+        return self.optimistically(attempt)
 
     def erase(self, lead_id: str) -> int:
         lead = self.get(lead_id)
