@@ -279,6 +279,10 @@ def _aggregate_text(agg: Aggregate, value: float, n: int) -> str:
     return text + ")"
 
 
+def _points(points: float) -> str:
+    return f"{points:g} point" + ("" if abs(points) == 1 else "s")
+
+
 def _capped(rule: EngagementRule, raw: float) -> tuple[float, bool]:
     if rule.cap is not None and abs(raw) > rule.cap:
         return math.copysign(rule.cap, raw), True
@@ -307,7 +311,7 @@ def _event_line(rule: EngagementRule, signals: list, now_s: float) -> dict[str, 
     newest_days = round((now_s - max(s.at for s in signals)) / DAY, 1)
     detail = f"{len(parts)}x {rule.label}, newest {newest_days:g}d ago"
     if rule.per is not None:
-        detail += f", {rule.points:g} points per {rule.per:g} {rule.value_of.replace('_', ' ')} ({units:g} units)"  # type: ignore[union-attr]
+        detail += f", {_points(rule.points)} per {rule.per:g} {rule.value_of.replace('_', ' ')} ({units:g} units)"  # type: ignore[union-attr]
     if rule.half_life_days:
         detail += f", half-life {rule.half_life_days:g}d"
     if capped:
@@ -323,7 +327,7 @@ def _aggregate_line(rule: EngagementRule, agg: Aggregate, value: float | None, n
     if rule.per is not None:
         units = math.floor(value / rule.per)
         raw = rule.points * units
-        detail += f": {rule.points:g} points per {rule.per:g}{' ' + agg.unit if agg.unit else ''}"
+        detail += f": {_points(rule.points)} per {rule.per:g}{' ' + agg.unit if agg.unit else ''}"
     else:
         raw = rule.points
         detail += f", {band_text(rule)}"
