@@ -24,3 +24,20 @@ def rules():
     from leadflow.settings import load_rules
 
     return load_rules(None)
+
+
+def rules_with(raw_rules: dict, **sections):
+    """Rules parsed from a copy of `raw_rules` with sections replaced: `fit__grades=...`
+    sets raw["fit"]["grades"]."""
+    import copy
+
+    from leadflow.domain.rules import parse_rules
+
+    data = copy.deepcopy(raw_rules)
+    for path, value in sections.items():
+        node = data
+        *parents, last = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return parse_rules(data)

@@ -20,22 +20,16 @@ from leadflow.domain.lead import lead_id_for_email
 from leadflow.domain.rules import parse_rules
 from leadflow.domain.scoring import Subject, matches
 from tests.conftest import NOW
+from tests.conftest import rules_with as shared_rules_with
 
 BASE = yaml.safe_load((Path(__file__).parents[2] / "functions/leadflow/rules/default.yaml").read_text())
 
 
 def rules_with(**changes):
-    data = copy.deepcopy(BASE)
-    data["language"] = 2
+    """The default rules as language 2, with sections replaced."""
     if "engagement__rules" in changes:
         changes.setdefault("engagement__repeats", [])  # the default repeat counts a default rule
-    for path, value in changes.items():
-        node = data
-        *parents, last = path.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return parse_rules(data)
+    return shared_rules_with({**BASE, "language": 2}, **changes)
 
 
 SITE = {"site_visit": {"description": "A visit to the website", "properties": {"seconds": "number", "pages": "number"}},

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leadflow.domain.errors import RulesError
-from leadflow.domain.rules import parse_rules
+from tests.conftest import rules_with
 from leadflow.adapters.vendor_webhooks import SOURCES, Item, PayloadError
 from leadflow.adapters.vendor_webhooks.mapping import HUBSPOT_STAGES, map_delivery
 
@@ -45,15 +45,6 @@ def raw_rules():
     return yaml.safe_load(resources.files("leadflow").joinpath("rules/default.yaml").read_text())
 
 
-def rules_with(raw_rules, **sections):
-    data = copy.deepcopy(raw_rules)
-    for path, value in sections.items():
-        node = data
-        *parents, last = path.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return parse_rules(data)
 
 
 def mautic_delivery(**events_by_type) -> dict:

@@ -815,22 +815,15 @@ class Rules(_Strict):
             raise ValueError(f"this leadflow reads rules language {' and '.join(map(str, LANGUAGES))}, not {value}")
         return value
 
-    @field_validator("events")
+    @field_validator("events", "traits")
     @classmethod
-    def _event_names(cls, value: dict[str, EventSpec]) -> dict[str, EventSpec]:
+    def _names(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        what = "event type" if info.field_name == "events" else "trait"
         for name in value:
             if not _ID_RE.match(name):
-                raise ValueError(f"event type {name!r}: a name is snake_case (a-z, 0-9, _)")
-            if name in EVENT_TYPES:
+                raise ValueError(f"{what} {name!r}: a name is snake_case (a-z, 0-9, _)")
+            if what == "event type" and name in EVENT_TYPES:
                 raise ValueError(f"event type {name!r} is built in; declare only your own types")
-        return value
-
-    @field_validator("traits")
-    @classmethod
-    def _trait_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not _ID_RE.match(name):
-                raise ValueError(f"trait {name!r}: a name is snake_case (a-z, 0-9, _)")
         return value
 
     @model_validator(mode="after")
