@@ -118,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--sink", help="only dead letters of this sink (slack, email, webhook, hubspot, salesforce, eventbridge)")
         sub.set_defaults(func=dlq_command)
 
+    rules = commands.add_parser("rules", help="work with rules files")
+    rules_commands = rules.add_subparsers(dest="rules_command", metavar="COMMAND", required=True)
+    check = rules_commands.add_parser(
+        "check", help="validate a rules file and print every error with its line",
+        description="Validate a rules file exactly as the functions load it. Every error is printed with its "
+                    "line and place in the file; the exit code is 1 if there is any.")
+    check.add_argument("file", help="the rules file (YAML)")
+    check.set_defaults(func=rules_check_command)
+
     hooks = commands.add_parser("webhooks", help="try vendor webhooks against a running stack")
     hook_commands = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
     test = hook_commands.add_parser(
@@ -343,6 +352,21 @@ def dlq_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def rules_check_command(args: argparse.Namespace) -> int:
+    from leadflow_infra.rules_file import check
+
+    checked = check(args.file)
+    if checked.ok:
+        print(f"{checked.source}: ok, {checked.summary}")
+        return 0
+    for problem in checked.problems:
+        print(problem.text(checked.source), file=sys.stderr)
+    count = len(checked.problems)
+    print(f"{checked.source}: {count} error{'s' if count != 1 else ''}; nothing loads these rules until they are fixed",
+          file=sys.stderr)
+    return 1
+
+
 def import_command(args: argparse.Namespace) -> int:
     import json
 
@@ -401,6 +425,20 @@ def serve_command(args: argparse.Namespace) -> int:
     _configure_logging(args.quiet, args.verbose)
     from leadflow_infra.local.persist import SnapshotError
     from leadflow_infra.local.stack import LocalStack
+
+    rules_path = os.environ.get("LEADFLOW_RULES")
+    if rules_path:
+        # Refuse to start on broken rules: a stack that answers /healthz and then 500s on
+        # every request (public forms included) is worse than one that does not start.
+        from leadflow_infra.rules_file import check
+
+        checked = check(rules_path)
+        if not checked.ok:
+            for problem in checked.problems:
+                print(f"leadflow: {problem.text(checked.source)}", file=sys.stderr)
+            print(f"leadflow: not starting: LEADFLOW_RULES={rules_path} is invalid "
+                  f"(`leadflow rules check {rules_path}` prints the same)", file=sys.stderr, flush=True)
+            return 2
 
     stack = LocalStack(
         host=args.host,

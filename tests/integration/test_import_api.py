@@ -115,3 +115,18 @@ def test_nan_and_infinity_are_422_on_every_route_and_change_nothing(call, store)
         assert status == 422, (path, body, answer)
         assert answer["field"] in ("traits.company_size", "properties.seconds", "traits.nps"), answer
     assert list(store.scan_leads()) == []
+
+
+def test_healthz_is_not_ready_with_broken_rules(call, monkeypatch, tmp_path):
+    from leadflow import container
+
+    status, body = call("GET", "/healthz")
+    assert status == 200 and body["rules_version"]
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("version: x\nfit: {}\n")
+    monkeypatch.setenv("LEADFLOW_RULES", str(bad))
+    container.reset()
+    status, body = call("GET", "/healthz")
+    assert status == 503 and body["status"] == "invalid_rules" and "fit.grades" in body["message"]
+    monkeypatch.delenv("LEADFLOW_RULES")
+    container.reset()

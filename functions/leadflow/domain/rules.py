@@ -893,11 +893,16 @@ def parse_rules(data: Any, *, source: str = "rules") -> Rules:
     try:
         return Rules.model_validate(data, context={"event_types": (*EVENT_TYPES, *custom)})
     except ValidationError as exc:
-        lines = []
+        lines, details = [], []
         for err in exc.errors(include_url=False, include_input=False):
             loc = _describe_loc(data, err["loc"])
-            lines.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
-        raise RulesError(f"{source} is invalid:\n  " + "\n  ".join(lines), details=[{"reason": line} for line in lines]) from None
+            line = f"{loc}: {err['msg'].removeprefix('Value error, ')}"
+            lines.append(line)
+            # The path into the file as keys and indexes, for tools that point at a line.
+            path = [("in" if p == "in_" else p) for p in err["loc"]
+                    if isinstance(p, int) or not str(p).startswith("function-")]
+            details.append({"reason": line, "path": path})
+        raise RulesError(f"{source} is invalid:\n  " + "\n  ".join(lines), details=details) from None
 
 
 def _describe_loc(data: Any, loc: tuple) -> str:

@@ -63,7 +63,17 @@ def _json_body() -> Any:
 
 @app.get("/healthz")
 def healthz() -> Response:
-    return _json(200, {"status": "ok"})
+    """Ready only with rules that load: broken rules are a 503 that says so, never an
+    "ok" in front of a 500 on every request."""
+    from leadflow.domain.errors import RulesError
+    from leadflow.settings import rules
+
+    try:
+        in_force = rules()
+    except RulesError as exc:
+        logger.error("rules.invalid", extra={"error": exc.message})
+        return _json(503, {"status": "invalid_rules", "message": exc.message})
+    return _json(200, {"status": "ok", "rules_version": in_force.version})
 
 
 @app.post("/v1/events")
