@@ -138,14 +138,22 @@ def check_handoff(api: Any, stack: Any, rx: Receivers, ids: dict[str, str], chec
     # Escalations: the SLA watchdog runs every second here; each ignored SQL escalates
     # to its owner, then to the manager, once each.
     sql_now = [e for e, lead in leads.items() if lead["stage"] == "sql" and e != accept_email]
-    wait_until(lambda: _escalations(rx) >= 2 * len(sql_now), 30.0)
+
+    def escalated() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in rx.slack.accepted:
+            if r.json()["text"].startswith("SLA"):
+                for e in sql_now:
+                    if ids[e] in r.text:
+                        counts[e] = counts.get(e, 0) + 1
+        return counts
+
+    # Each ignored SQL's own two levels (the accepted lead may have escalated before its
+    # accept: a total count could be reached with one level still to come).
+    wait_until(lambda: all(escalated().get(e, 0) >= 2 for e in sql_now), 30.0)
     time.sleep(2.5)  # more sweeps: nothing may be sent twice
     esc = [r for r in rx.slack.accepted if r.json()["text"].startswith("SLA")]
-    by_lead: dict[str, int] = {}
-    for r in esc:
-        for e in sql_now:
-            if ids[e] in r.text:
-                by_lead[e] = by_lead.get(e, 0) + 1
+    by_lead = escalated()
     accepted_count = sum(1 for r in esc if ids[accept_email] in r.text)
     check(all(by_lead.get(e) == 2 for e in sql_now) and accepted_count <= 2,
           f"SLA watchdog: {len(sql_now)} ignored SQLs escalated once to the owner and once to the manager "
@@ -158,7 +166,3 @@ def check_handoff(api: Any, stack: Any, rx: Receivers, ids: dict[str, str], chec
 def _alerts(move: dict[str, Any]) -> bool:
     """The contract: a move into mql or sql (from another stage) alerts people."""
     return move["to_stage"] in ("mql", "sql") and move["from_stage"] != move["to_stage"]
-
-
-def _escalations(rx: Receivers) -> int:
-    return sum(1 for r in rx.slack.accepted if r.json()["text"].startswith("SLA"))
