@@ -53,31 +53,24 @@ def _line_of(node: Any, path: list[Any]) -> int | None:
 
 
 def check(path: str | Path) -> Checked:
+    """The file through the loader the functions use; on validation errors, the file is
+    read again only to find each error's line."""
     import yaml
 
     from leadflow.domain.errors import RulesError
-    from leadflow.domain.rules import parse_rules
+    from leadflow.settings import load_rules
 
     source = str(path)
     checked = Checked(source)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        checked.problems.append(Problem(None, "", f"cannot read the file: {getattr(exc, 'strerror', None) or exc}"))
-        return checked
-    try:
-        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        reason = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
-        checked.problems.append(Problem(mark.line + 1 if mark else None, "", f"not valid YAML: {reason}"))
-        return checked
-    try:
-        rules = parse_rules(data, source=source)
+        rules = load_rules(source)
     except RulesError as exc:
+        root = None
+        if any(d.get("path") for d in exc.details):
+            root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         for detail in exc.details or [{"reason": exc.message}]:
-            checked.problems.append(Problem(_line_of(root, detail.get("path") or []), "", detail["reason"]))
+            line = detail.get("line") or (_line_of(root, detail["path"]) if detail.get("path") else None)
+            checked.problems.append(Problem(line, "", detail["reason"]))
         return checked
     eng = rules.engagement
     custom = f"; your event types: {', '.join(rules.events)}" if rules.events else ""

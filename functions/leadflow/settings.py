@@ -169,7 +169,10 @@ def load_rules(path: str | None) -> Rules:
     try:
         data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
-        raise RulesError(f"{name} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        said = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
+        raise RulesError(f"{name} is not valid YAML: {exc}",
+                         details=[{"reason": f"not valid YAML: {said}", "line": mark.line + 1 if mark else None}]) from None
     return parse_rules(data, source=name)
 
 
