@@ -74,3 +74,23 @@ def call(aws):
         return resp["statusCode"], json.loads(resp["body"]) if resp.get("body") else None
 
     return _call
+
+
+@pytest.fixture
+def start_stack():
+    """Starts a LocalStack from its options, quiet and without snapshots unless told
+    otherwise, and stops every one it started when the test ends."""
+    from leadflow_infra.local.stack import LocalStack
+
+    stacks: list = []
+
+    def start(**options):
+        options.setdefault("snapshot_every", 0)
+        options.setdefault("access_log", False)
+        stack = LocalStack(**options)
+        stacks.append(stack)
+        return stack.start()
+
+    yield start
+    for stack in stacks:
+        stack.stop()

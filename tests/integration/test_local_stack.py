@@ -133,9 +133,7 @@ def table_properties() -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_stack(tmp_path, table_properties):
-    stacks: list[LocalStack] = []
-
+def make_stack(tmp_path, table_properties, start_stack):
     def make(**options: Any) -> LocalStack:
         options.setdefault("api", FakeApi())
         options.setdefault("stream", FakeStream())
@@ -147,15 +145,9 @@ def make_stack(tmp_path, table_properties):
         options.setdefault("table_properties", table_properties)
         options.setdefault("retry_base_delay", 0.01)
         options.setdefault("poll_interval", 0.02)
-        options.setdefault("snapshot_every", 0)
-        options.setdefault("access_log", False)
-        stack = LocalStack(**options)
-        stacks.append(stack)
-        return stack.start()
+        return start_stack(**options)
 
-    yield make
-    for stack in stacks:
-        stack.stop()
+    return make
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ the stack uses, so a stack that hard-codes or misreads a setting fails.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -26,23 +27,17 @@ def fake(event: dict, context: Any) -> dict:
 
 
 @pytest.fixture
-def make_stack(tmp_path):
-    stacks: list[LocalStack] = []
+def make_stack(tmp_path, start_stack):
+    serial = itertools.count()
 
     def make(**options: Any) -> LocalStack:
         for role in ROLES:
             options.setdefault(role, fake)
-        options.setdefault("data_dir", tmp_path / f"data{len(stacks)}")
+        options.setdefault("data_dir", tmp_path / f"data{next(serial)}")
         options.setdefault("persist", False)
-        options.setdefault("snapshot_every", 0)
-        options.setdefault("access_log", False)
-        stack = LocalStack(**options)
-        stacks.append(stack)
-        return stack.start()
+        return start_stack(**options)
 
-    yield make
-    for stack in stacks:
-        stack.stop()
+    return make
 
 
 def raw_function(template: dict, logical_id: str) -> dict:
