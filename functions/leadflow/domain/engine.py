@@ -149,6 +149,8 @@ def apply_event(lead: Lead, event: AppliedEvent, rules: Rules, now: datetime) ->
 def _apply_event(lead: Lead, event: AppliedEvent, key: str, rules: Rules, now: datetime) -> list[Move]:
     """apply_event on a lead this call owns (changed in place)."""
     at = _epoch(event.occurred_at)
+    if not lead.seen:
+        lead.signals_key = rules.signals_key  # its first event: its signals are these rules'
     for name, value in sorted(event.traits.items()):
         _merge_trait(lead, name, value, at)
     _remember_source(lead, event)
@@ -369,21 +371,64 @@ def rescore(lead: Lead, rules: Rules, now: datetime) -> Outcome:
 def rebase(lead: Lead, events: Iterable[AppliedEvent], rules: Rules, now: datetime) -> Outcome:
     """Re-derive a lead's signals from its event log under new rules (a new rules version
     may score events the old one ignored). Traits, history and stage are kept: moves
-    already made stand, and any forward move the new rules call for is recorded."""
+    already made stand, and any forward move the new rules call for is recorded. A signal
+    of an event the log does not hold yet (the log is appended from the table's stream,
+    a moment after the write) is kept while its rule still exists."""
     lead = lead.model_copy(deep=True, update={"moves": []})
     signals: list[Signal] = []
+    logged: set[str] = set()
     converted = lead.converted_by
     for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
         key = event_key(event.event_id)
+        logged.add(key)
         for rule_id, value in signals_for(event, lead.traits, lead.email, rules):
             signals.append(Signal(rule=rule_id, at=_epoch(event.occurred_at), event=key, value=value))
             if converted is None and _converts(rule_id, rules):
                 converted = rule_id
-    lead.signals, lead.converted_by = signals, converted
+    known = set(rules.engagement_by_id) | set(rules.aggregate_by_id)
+    signals.extend(s for s in lead.signals if s.event not in logged and s.rule in known)
+    signals.sort(key=lambda s: (s.at, s.rule, s.event))
+    lead.signals, lead.converted_by, lead.signals_key = signals, converted, rules.signals_key
     _prune(lead, rules, now)
     moves = _advance(lead, None, rules, now)
     lead.applied = []
     return Outcome(lead=lead, moves=moves)
+
+
+def needs_events(lead: Lead, rules: Rules) -> bool:
+    """Whether bringing a lead to `rules` needs its event log: its signals were derived
+    under rules that turn events into signals differently."""
+    return lead.signals_key != rules.signals_key
+
+
+def refresh(lead: Lead, rules: Rules, now: datetime, events: Iterable[AppliedEvent] | None = None) -> Outcome:
+    """The lead brought to `rules` as of `now`: scores decayed, any forward move the rules
+    call for recorded. Its signals are re-derived from `events` (its log) only when the
+    rules derive them differently (`needs_events`); otherwise the log is not needed."""
+    if needs_events(lead, rules):
+        if events is None:
+            raise ValueError(f"lead {lead.lead_id}: its signals were derived under other rules; pass its event log")
+        return rebase(lead, events, rules, now)
+    return rescore(lead, rules, now)
+
+
+def replay_as_of(lead_id: str, email: str | None, events: Iterable[AppliedEvent], rules: Rules,
+                 as_of: datetime) -> tuple[Lead, list[Move]]:
+    """What the rules alone would have made of a lead: its events up to `as_of` applied
+    in the order they happened, each at its own time (as an import does), then scored as
+    of `as_of`. No stage anyone set, no sales action: only the rules' own moves, which
+    are returned with the times they would have happened."""
+    ordered = sorted((e for e in events if e.occurred_at <= as_of), key=lambda e: (e.occurred_at, e.event_id))
+    lead = new_lead(lead_id, email=email, now=ordered[0].occurred_at if ordered else as_of)
+    moves: list[Move] = []
+    for event in ordered:
+        key = event_key(event.event_id)
+        if not lead.has_seen(key):
+            moves.extend(_apply_event(lead, event, key, rules, event.occurred_at))
+    _prune(lead, rules, as_of)
+    moves.extend(_advance(lead, None, rules, as_of))
+    lead.moves, lead.applied = [], []
+    return lead, moves
 
 
 def replay(lead_id: str, email: str | None, events: Iterable[AppliedEvent], rules: Rules) -> Lead:

@@ -153,6 +153,7 @@ class Lead(BaseModel):
     engagement_score: float = 0
     explanation: list[dict[str, Any]] = Field(default_factory=list)
     rules_version: str = ""
+    signals_key: str = ""  # the rules' signals_key its signals were derived under ("": unknown)
     scored_at: datetime | None = None
     created_at: datetime
     updated_at: datetime

@@ -883,6 +883,28 @@ class Rules(_Strict):
         return {**BUILTIN_TRAIT_TYPES, **self.traits}
 
     @cached_property
+    def signals_key(self) -> str:
+        """A fingerprint of everything that turns events into a lead's stored signals
+        (which rules and aggregates an event feeds, with what value, how long signals are
+        kept). Two versions with the same key give the same signals, so moving between
+        them needs no replay of the event log: points, bands, groups, grades and stage
+        criteria are applied when a lead is scored."""
+        import hashlib
+        import json
+
+        eng = self.engagement
+        spec = {
+            "events": {k: v.model_dump(mode="json") for k, v in self.events.items()},
+            "traits": self.trait_types,
+            "rules": [r.model_dump(mode="json", include={"id", "when", "value_of", "max_age_days", "conversion"})
+                      for r in eng.rules],
+            "aggregates": [a.model_dump(mode="json", include={"id", "of", "fn", "property", "window_days"})
+                           for a in eng.aggregates],
+            "limits": self.limits.model_dump(mode="json"),
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @cached_property
     def hand_raise_rules(self) -> frozenset[str]:
         return frozenset(r.id for r in self.engagement.rules if r.hand_raise)
 

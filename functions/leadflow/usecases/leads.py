@@ -9,7 +9,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from leadflow.domain.conform import conform
-from leadflow.domain.engine import absorb, apply_action, apply_event, apply_stage, new_lead, rebase, rescore, score_lead
+from leadflow.domain.engine import (
+    absorb, apply_action, apply_event, apply_stage, needs_events, new_lead, refresh, score_lead,
+)
 from leadflow.domain.errors import NotFound, TooManyConflicts
 from leadflow.domain.events import AppliedEvent, CanonicalEvent, finalise, normalise_email
 from leadflow.domain.lead import Lead, Move, lead_id_for_anonymous, lead_id_for_email, stage_rank
@@ -271,27 +273,44 @@ class LeadService:
         return events
 
     def rescore_all(self) -> dict[str, int]:
-        """Refresh every lead's decayed score; a lead scored under another rules version is
-        rebuilt from its event log. Only leads whose figures changed are written."""
+        """Refresh every lead in one pass (one scan, one thread): see `refresh_lead`. The
+        scheduled job and a publish go through `Rescoring`, in parallel segments."""
         seen = changed = moved = 0
         for lead in self.store.scan_leads():
             seen += 1
-            if lead.rules_version != self.rules.version:
-                outcome = rebase(lead, self.event_log(lead), self.rules, self.clock())
-            else:
-                outcome = rescore(lead, self.rules, self.clock())
+            result = self.refresh_lead(lead, self.rules)
+            changed += result.written
+            moved += len(result.moves)
+        return {"leads": seen, "updated": changed, "moves": moved}
+
+    def refresh_lead(self, lead: Lead, rules: Rules, *, announce: bool = True) -> "Refreshed":
+        """Bring one lead (as a scan read it) to `rules` as of now: decayed scores, and any
+        forward move the rules call for. Written only when its score, grade, stage,
+        disqualification or signals changed, conditionally on the version read; a
+        concurrent write is never overwritten: the lead is read again and decided again.
+        Moves made with `announce=False` are recorded, go to the CRM, and alert no one."""
+        read_events = {"n": 0}
+
+        def attempt(conflict: VersionConflict | None) -> Applied:
+            current = lead if conflict is None else conflict.current
+            if current is None or current.merged_into:
+                return Applied(lead, [], True)  # erased or merged meanwhile: nothing to do
+            events = None
+            if needs_events(current, rules):
+                events = self.event_log(current)
+                read_events["n"] += 1
+            outcome = refresh(current, rules, self.clock(), events)
             new = outcome.lead
             self._assign(new, outcome.moves, {})
-            if (new.score, new.engagement_score, new.fit_grade, new.rules_version) == (
-                    lead.score, lead.engagement_score, lead.fit_grade, lead.rules_version) and not outcome.moves:
-                continue
-            try:
-                self.store.put(new, lead.version)
-                changed += 1
-                moved += len(outcome.moves)
-            except VersionConflict:
-                pass  # an event just rescored it
-        return {"leads": seen, "updated": changed, "moves": moved}
+            if not outcome.moves and _same_figures(new, current):
+                return Applied(current, [], True)
+            if not announce:
+                for move in outcome.moves:
+                    move.announced = False
+            return Applied(self.store.put(new, current.version), outcome.moves, False)
+
+        applied = self.optimistically(attempt)
+        return Refreshed(applied.lead, applied.moves, not applied.duplicate, read_events["n"])
 
     def funnel(self, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
         """Leads by current stage (optionally: that entered it within [since, until)), and
@@ -320,6 +339,20 @@ def _percentile(ordered: list[float], q: float) -> float | None:
         return None
     rank = max(1, -(-len(ordered) * q // 1))  # ceil(n·q), at least 1
     return round(ordered[int(rank) - 1], 3)
+
+
+def _same_figures(new: Lead, old: Lead) -> bool:
+    return ((new.score, new.engagement_score, new.fit_score, new.fit_grade, new.stage, new.disqualified,
+             new.signals_key) == (old.score, old.engagement_score, old.fit_score, old.fit_grade, old.stage,
+                                  old.disqualified, old.signals_key))
+
+
+@dataclass
+class Refreshed:
+    lead: Lead
+    moves: list[Move]
+    written: bool
+    logs_read: int  # event logs read (only when the rules derive signals differently)
 
 
 @dataclass

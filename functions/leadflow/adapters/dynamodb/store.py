@@ -287,6 +287,27 @@ class DynamoLeadStore(DynamoTable):
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
+    def scan_page(self, segment: int, total: int, start: dict | None) -> tuple[list[Lead], dict | None]:
+        """One page (up to 1 MB read) of one parallel-scan segment: the leads in it, and
+        where the next page starts (None: the segment is done)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Segment": segment,
+            "TotalSegments": total,
+            "FilterExpression": "SK = :sk AND kind = :k",
+            "ExpressionAttributeValues": {":sk": {"S": LEAD_SK}, ":k": {"S": "lead"}},
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        self._count("Scan")
+        resp = self.client.scan(**kwargs)
+        return [item_to_lead(self._plain(it)) for it in resp.get("Items", [])], resp.get("LastEvaluatedKey")
+
+    def item_count(self) -> int:
+        """The table's item count as DynamoDB last computed it (about every six hours)."""
+        self._count("DescribeTable")
+        return int(self.client.describe_table(TableName=self.table_name)["Table"].get("ItemCount", 0))
+
     def count_stage(self, stage: str, since: str | None = None, until: str | None = None) -> int:
         """Leads now in `stage`; with since/until, only those that entered it in [since, until)."""
         values: dict[str, Any] = {":pk": {"S": stage_gsi_pk(stage)}}
