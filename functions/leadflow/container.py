@@ -2,19 +2,36 @@
 
 Each function imports only what its own path needs: the event log writer never builds
 the rules or the lead engine, and nothing here imports a use case before it is asked for.
+The services that hold rules are rebuilt when the version in force changes (a publish
+or a rollback, seen within `LEADFLOW_RULES_TTL_SECONDS`).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
-from leadflow.settings import Settings, rules, settings
+from leadflow.settings import Settings, settings
 from leadflow.settings import reset as reset_settings
+from leadflow.settings import rules as file_rules
 
 if TYPE_CHECKING:
     from leadflow.adapters.dynamodb.store import DynamoLeadStore
+    from leadflow.domain.rules import Rules
     from leadflow.usecases.leads import LeadService
+    from leadflow.usecases.rules_versions import RulesInForce
+
+_built: dict[str, tuple[Any, Any]] = {}
+
+
+def _for_rules(name: str, build: Callable[[Rules], Any]) -> Any:
+    """One instance per rules version in force: rebuilt when the version changes."""
+    current = rules()
+    held = _built.get(name)
+    if held is None or held[0] is not current:
+        held = (current, build(current))
+        _built[name] = held
+    return held[1]
 
 
 @lru_cache(maxsize=1)
@@ -25,17 +42,52 @@ def store() -> DynamoLeadStore:
 
 
 @lru_cache(maxsize=1)
-def service() -> LeadService:
-    from leadflow.usecases.leads import LeadService
+def rules_store():
+    from leadflow.adapters.dynamodb.rules_store import DynamoRulesStore
 
-    return LeadService(store(), rules())
+    return DynamoRulesStore(settings().table_name, client=store().client)
 
 
 @lru_cache(maxsize=1)
+def rules_in_force() -> RulesInForce:
+    from leadflow.observability import logger
+    from leadflow.settings import parse_rules_text
+    from leadflow.usecases.rules_versions import RulesInForce
+
+    return RulesInForce(rules_store(), file_rules, parse_rules_text, ttl=settings().rules_ttl_s,
+                        log=lambda event, extra: logger.error(event, extra=extra))
+
+
+def rules() -> Rules:
+    """The rules version in force (published, else the deployed file)."""
+    return rules_in_force().rules()
+
+
+@lru_cache(maxsize=1)
+def publisher():
+    from leadflow.settings import rules_text
+    from leadflow.usecases.leads import utcnow
+    from leadflow.usecases.rules_versions import Publisher
+
+    return Publisher(rules_store(), rules_in_force(), lambda: rules_text(settings().rules_path)[0], utcnow)
+
+
+def service() -> LeadService:
+    from leadflow.usecases.leads import LeadService
+
+    return _for_rules("service", lambda r: LeadService(store(), r))
+
+
 def importer():
     from leadflow.usecases.imports import Importer
 
-    return Importer(service())
+    return _for_rules("importer", lambda r: Importer(service()))
+
+
+def rescoring():
+    from leadflow.usecases.rescoring import Rescoring
+
+    return Rescoring(service(), rules_store())
 
 
 def build_sinks(cfg: Settings, reject_reasons: list[str]) -> list:
@@ -75,14 +127,16 @@ def build_sinks(cfg: Settings, reject_reasons: list[str]) -> list:
     return sinks
 
 
-@lru_cache(maxsize=1)
 def handoff():
+    return _for_rules("handoff", _handoff)
+
+
+def _handoff(the_rules: Rules):
     from leadflow.adapters.dynamodb.ledger import DynamoDeliveryLedger
     from leadflow.adapters.sqs import SqsOutbox
     from leadflow.usecases.handoff import Handoff, RetryPolicy
 
     cfg = settings()
-    the_rules = rules()
     return Handoff(
         build_sinks(cfg, list(the_rules.handoff.reject_reasons)),
         DynamoDeliveryLedger(settings().table_name, client=store().client),
@@ -92,8 +146,11 @@ def handoff():
     )
 
 
-@lru_cache(maxsize=1)
 def sla_watch():
+    return _for_rules("sla_watch", _sla_watch)
+
+
+def _sla_watch(the_rules: Rules):
     from leadflow.adapters.dynamodb.ledger import DynamoDeliveryLedger
     from leadflow.usecases.sla_watch import SlaWatch
 
@@ -104,23 +161,31 @@ def sla_watch():
 
         escalator = SlackEscalator(cfg.slack_webhook_url, cfg.slack_escalation_webhook_url, timeout=cfg.sink_timeout_s)
     leads = store()
-    return SlaWatch(leads, DynamoDeliveryLedger(settings().table_name, client=leads.client), escalator, rules())
+    return SlaWatch(leads, DynamoDeliveryLedger(settings().table_name, client=leads.client), escalator, the_rules)
 
 
-@lru_cache(maxsize=1)
 def sales_actions():
     from leadflow.adapters.sinks.slack import SlackReplies
     from leadflow.usecases.sales_actions import SalesActions
 
-    return SalesActions(service(), SlackReplies())
+    return _for_rules("sales_actions", lambda r: SalesActions(service(), SlackReplies()))
+
+
+def announcer():
+    """Where a publish's one summary goes (Slack's alerts channel), or None."""
+    cfg = settings()
+    if not cfg.slack_webhook_url:
+        return None
+    from leadflow.adapters.sinks.slack import SlackAnnouncer
+
+    return SlackAnnouncer(cfg.slack_webhook_url, timeout=cfg.sink_timeout_s)
 
 
 def reset() -> None:
     """Forget everything cached: settings, rules, clients (tests and the local stack)."""
     store.cache_clear()
-    service.cache_clear()
-    handoff.cache_clear()
-    sla_watch.cache_clear()
-    sales_actions.cache_clear()
-    importer.cache_clear()
+    rules_store.cache_clear()
+    rules_in_force.cache_clear()
+    publisher.cache_clear()
+    _built.clear()
     reset_settings()

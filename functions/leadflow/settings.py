@@ -64,6 +64,8 @@ class Settings(BaseModel):
     # -- the application
     table_name: str = _env("LEADFLOW_TABLE", "leadflow", min_length=3)
     rules_path: str | None = _env("LEADFLOW_RULES")
+    # How long a function keeps the rules version in force before looking again.
+    rules_ttl_s: float = _env("LEADFLOW_RULES_TTL_SECONDS", 60.0, ge=0, le=3600)
     public_url: str | None = _env("LEADFLOW_PUBLIC_URL")  # the API's public base URL behind a proxy/custom domain
     api_key_ref: str | None = _env("LEADFLOW_API_KEY")
 
@@ -146,7 +148,23 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def load_rules(path: str | None) -> Rules:
+def rules_text(path: str | None) -> tuple[str, str]:
+    """(YAML text, name) of a rules file, or of the shipped default when `path` is empty."""
+    from leadflow.domain.errors import RulesError
+
+    if not path:
+        return resources.files("leadflow").joinpath("rules/default.yaml").read_text(encoding="utf-8"), "default rules"
+    try:
+        return Path(path).read_text(encoding="utf-8"), str(path)
+    except OSError as exc:
+        raise RulesError(f"cannot read rules file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RulesError(f"rules file {path} is not UTF-8 text") from None
+
+
+def parse_rules_text(text: str, name: str) -> Rules:
+    """Rules from YAML text, validated completely; RulesError names every problem (with
+    the line of a YAML syntax error)."""
     import yaml
 
     from leadflow.domain.errors import RulesError
@@ -155,17 +173,6 @@ def load_rules(path: str | None) -> Rules:
     # libyaml's parser (in PyYAML's wheels) reads the default rules ten times faster
     # than the pure-Python one: about 100 ms of every cold start that reads rules.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    if path:
-        source = Path(path)
-        try:
-            text = source.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RulesError(f"cannot read rules file {path}: {exc.strerror}") from None
-        name = str(source)
-    else:
-        text = resources.files("leadflow").joinpath("rules/default.yaml").read_text(encoding="utf-8")
-        name = "default rules"
     try:
         data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
@@ -176,8 +183,14 @@ def load_rules(path: str | None) -> Rules:
     return parse_rules(data, source=name)
 
 
+def load_rules(path: str | None) -> Rules:
+    return parse_rules_text(*rules_text(path))
+
+
 @lru_cache(maxsize=1)
 def rules() -> Rules:
+    """The deployed rules file (the first version; see usecases.rules_versions for the
+    version in force)."""
     return load_rules(settings().rules_path)
 
 

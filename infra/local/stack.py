@@ -104,7 +104,7 @@ class LocalStack:
     ``table_properties`` replaces its ``LeadsTable`` Properties. The stream
     settings ``batch_size``, ``max_retries`` (-1: until the record expires),
     ``bisect_on_error``, ``batching_window`` and ``max_record_age``, and the
-    schedules ``rescore_every``, ``sla_every`` and ``funnel_every`` (seconds,
+    schedules ``rescore_every``, ``sla_every``, ``funnel_every`` and ``rules_every`` (seconds,
     replacing the job's schedule with a rate) default to None: the template's.
     ``record_filter`` :data:`FROM_TEMPLATE` is each stream mapping's FilterCriteria;
     a callable (or None, no filter) replaces it for every stream mapping.
@@ -131,6 +131,7 @@ class LocalStack:
         region: str | None = None,
         rescore_every: float | None = None,
         funnel_every: float | None = None,
+        rules_every: float | None = None,
         sla_every: float | None = None,
         snapshot_every: float = 30.0,
         batch_size: int | None = None,
@@ -157,7 +158,8 @@ class LocalStack:
         self.table_name = table_name
         self._table_properties = dict(table_properties) if table_properties is not None else None
         self._region = region
-        self._job_overrides = {"rescore": rescore_every, "sla": sla_every, "funnel": funnel_every}
+        self._job_overrides = {"rescore": rescore_every, "sla": sla_every, "funnel": funnel_every,
+                               "rules": rules_every}
         for job, every in self._job_overrides.items():
             if every is not None and every <= 0:
                 raise ValueError(f"{job}_every must be positive, got {every}")

@@ -511,7 +511,8 @@ def test_jobs_function_schedules_rescore_hourly_sla_every_five_minutes_and_funne
         r"cron\(\d+ \d+ \* \* \? \*\)", schedules["funnel"]
     )
     assert schedules["sla"] == "rate(5 minutes)"
-    assert set(schedules) == {"rescore", "sla", "funnel"}
+    assert schedules["rules"] == "rate(1 minute)"  # a publish reaches every lead within about two minutes
+    assert set(schedules) == {"rescore", "rules", "sla", "funnel"}
     assert props["Timeout"] == 300
 
 

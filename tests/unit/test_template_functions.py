@@ -111,7 +111,7 @@ def test_function_spec_schedules_carry_expression_timezone_input_and_retry_polic
         assert source.input == json.loads(raw["Input"])
         assert source.job == json.loads(raw["Input"])["job"]
         assert source.retry_attempts == raw["RetryPolicy"]["MaximumRetryAttempts"]
-    assert {s.job for s in schedules} == {"sla", "rescore", "funnel"}
+    assert {s.job for s in schedules} == {"sla", "rescore", "rules", "funnel"}
 
 
 # -- a template of its own ---------------------------------------------------------------

@@ -42,6 +42,13 @@ class IllegalTransition(LeadflowError):
     code = "illegal_transition"
 
 
+class Conflict(LeadflowError):
+    """The request contradicts the current state (publishing the version in force)."""
+
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(LeadflowError):
     status = 413
     code = "payload_too_large"

@@ -64,6 +64,9 @@ class Notice(BaseModel):
     lead: dict[str, Any] = Field(default_factory=dict)  # the lead document (the generic webhook's "lead")
     message: str | None = None  # what the visitor last wrote in a form
     source: str | None = None  # where they first came from ("google / cpc, spring_launch")
+    # False for a move a rules publish caused, published without announcing: the CRM
+    # mirrors it, nobody is alerted (one summary message tells sales instead).
+    announced: bool = True
 
     @property
     def display_name(self) -> str:
@@ -76,7 +79,7 @@ def wants(kind: SinkKind, notice: Notice, alert_stages: frozenset[str] | set[str
     """Whether a sink of `kind` takes this move. A disqualified lead is never announced."""
     if kind == "crm":
         return True
-    return notice.to_stage in alert_stages and notice.from_stage != notice.to_stage and not notice.disqualified
+    return notice.announced and notice.to_stage in alert_stages and notice.from_stage != notice.to_stage and not notice.disqualified
 
 
 def lead_document(lead: Lead) -> dict[str, Any]:
@@ -125,6 +128,7 @@ def notice_for(lead: Lead, move: Move, owner: Owner | None) -> Notice:
         lead=lead_document(lead),
         message=lead.message.text if lead.message else None,
         source=touch_text(lead.first_touch),
+        announced=move.announced,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
@@ -148,3 +148,27 @@ class LeadChange:
     lead_id: str
     removed: bool  # the lead was erased
     applied: list[dict]  # the events the write applied (empty for other writes)
+
+
+@dataclass
+class PublishedRules:
+    seq: int
+    version: str
+    text: str | None  # the YAML as published (None when read without it)
+    by: str
+    at: str
+    action: str  # initial, publish, rollback
+    previous: int | None = None  # the seq this one replaced
+    restores: int | None = None  # for a rollback: the seq it brought back
+    announce: bool = False
+    changes: list[str] = field(default_factory=list)
+    result: dict[str, Any] | None = None  # what its re-score run did
+
+    def entry(self) -> dict[str, Any]:
+        return {"seq": self.seq, "version": self.version, "action": self.action, "by": self.by, "at": self.at,
+                "previous": self.previous, "restores": self.restores, "announce": self.announce,
+                "changes": self.changes, "result": self.result}
+
+
+class VersionTaken(Exception):
+    """Another publish took this sequence number first."""

@@ -64,16 +64,73 @@ def _json_body() -> Any:
 @app.get("/healthz")
 def healthz() -> Response:
     """Ready only with rules that load: broken rules are a 503 that says so, never an
-    "ok" in front of a 500 on every request."""
+    "ok" in front of a 500 on every request. A newer published version that does not
+    load is a warning: the last good version serves."""
     from leadflow.domain.errors import RulesError
-    from leadflow.settings import rules
 
     try:
-        in_force = rules()
+        state = container.rules_in_force().current()
     except RulesError as exc:
         logger.error("rules.invalid", extra={"error": exc.message})
         return _json(503, {"status": "invalid_rules", "message": exc.message})
-    return _json(200, {"status": "ok", "rules_version": in_force.version})
+    body = {"status": "ok", "rules_version": state.rules.version, "rules_seq": state.seq}
+    if state.warning:
+        body["rules_warning"] = state.warning
+    return _json(200, body)
+
+
+class PublishRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    source: str = Field(min_length=1, description="the rules file's YAML")
+    by: str = Field(default="api", min_length=1, max_length=100, description="who publishes (shown in the history)")
+    announce: bool = Field(default=False, description="alert sales one by one for the moves the publish causes")
+
+
+class RollbackRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    by: str = Field(default="api", min_length=1, max_length=100)
+    to: int | None = Field(default=None, ge=1, description="the version number (seq) to return to; default the previous")
+    announce: bool = False
+
+
+def _model(model: type[BaseModel], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise InvalidInput("body: expected a JSON object", field="body")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        details = validation_details(exc)
+        raise InvalidInput(f"{details[0]['field']}: {details[0]['reason']}", field=details[0]["field"],
+                           details=details) from None
+
+
+@app.get("/v1/rules")
+def get_rules() -> Response:
+    """The rules version in force (with its YAML) and the published history, newest first:
+    who published, when, what changed, and what its re-score did."""
+    return _json(200, container.publisher().describe())
+
+
+@app.post("/v1/rules")
+def publish_rules() -> Response:
+    """Publish a rules version: validated first (422 naming every problem), then in force
+    for every function within a minute; the jobs function then re-scores every lead."""
+    body = _model(PublishRules, _json_body())
+    published = container.publisher().publish(body.source, by=body.by, announce=body.announce)
+    logger.info("rules.published", extra={"seq": published.seq, "version": published.version})
+    add("RulesPublished")
+    return _json(200, published.answer())
+
+
+@app.post("/v1/rules/rollback")
+def rollback_rules() -> Response:
+    body = _model(RollbackRules, _json_body() if _body_text().strip() else {})
+    published = container.publisher().rollback(by=body.by, to=body.to, announce=body.announce)
+    logger.info("rules.rolled_back", extra={"seq": published.seq, "version": published.version})
+    add("RulesPublished")
+    return _json(200, published.answer())
 
 
 @app.post("/v1/events")

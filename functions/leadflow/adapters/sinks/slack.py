@@ -20,7 +20,9 @@ from leadflow.domain.handoff import Notice, SinkKind
 from leadflow.domain.errors import PermanentError
 from leadflow.domain.ports import Receipt, SalesAction
 from leadflow.adapters.sinks.http import Response, clip, raise_for, transport_error
-from leadflow.adapters.sinks.slack_blocks import alert_message, decided_message, escalation_message
+from leadflow.adapters.sinks.slack_blocks import (
+    alert_message, decided_message, escalation_message, rules_summary_message,
+)
 
 # The SDK logs request bodies (names, emails) at DEBUG; its logger is pinned above that.
 _SDK_LOGGER = logging.getLogger("leadflow.adapters.sinks.slack_sdk")
@@ -63,6 +65,20 @@ class SlackEscalator:
 
     def __repr__(self) -> str:  # the URLs are credentials
         return f"SlackEscalator(timeout={self.timeout})"
+
+
+class SlackAnnouncer:
+    """The one summary of a rules publish, in the alerts channel."""
+
+    def __init__(self, webhook_url: str, *, timeout: float = 5.0):
+        self.webhook_url = webhook_url
+        self.timeout = timeout
+
+    def rules_summary(self, **summary: Any) -> None:
+        post(self.webhook_url, rules_summary_message(**summary), self.timeout)
+
+    def __repr__(self) -> str:  # the URL is a credential
+        return f"SlackAnnouncer(timeout={self.timeout})"
 
 
 class SlackReplies:

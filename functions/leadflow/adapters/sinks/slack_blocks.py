@@ -112,6 +112,28 @@ def escalation_message(notice: Notice, *, level: int, mention: str | None, overd
     return {"text": _clip(fallback, FALLBACK_TEXT_LIMIT), "blocks": blocks}
 
 
+def rules_summary_message(*, version: str, seq: int, action: str, by: str, moves: dict[str, int], leads: int,
+                          changes: list[str]) -> dict[str, Any]:
+    """One message for a rules publish (or rollback) whose moves were recorded without a
+    per-lead alert: how many leads moved where, and what changed in the rules."""
+    moved = sum(moves.values())
+    verb = "rolled back to" if action == "rollback" else "published"
+    headline = f"Rules {escape(_clip(version, VALUE_LIMIT))} (#{seq}) {verb} by {escape(_clip(by, VALUE_LIMIT))}"
+    pairs = ", ".join(f"{n} {escape(pair.replace('->', ' → '))}" for pair, n in sorted(moves.items(), key=lambda kv: -kv[1]))
+    body = (f"{moved} lead{'s' if moved != 1 else ''} moved under the new rules ({pairs}); "
+            f"they were recorded without one alert each. {leads} leads re-scored.") if moved else \
+        f"No lead moved. {leads} leads re-scored."
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(body, SECTION_TEXT_LIMIT)}},
+    ]
+    if changes:
+        listed = "\n".join(f"• {escape(_clip(line, 200))}" for line in changes[:10])
+        more = f"\n… and {len(changes) - 10} more" if len(changes) > 10 else ""
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(listed + more, SECTION_TEXT_LIMIT)}})
+    return {"text": f"{headline}: {moved} leads moved", "blocks": blocks}
+
+
 def action_value(lead_id: str, move_id: str) -> str:
     """What the Accept / Reject buttons carry back: enough to find the move, nothing personal."""
     for part in (lead_id, move_id):
