@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml functions/requirements.txt $(wildcard functions/requirements/*.txt)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]" -r functions/requirements.txt
+	$(BIN)/python -m pip install --quiet -e ".[dev,learn,report]" -r functions/requirements.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)

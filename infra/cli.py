@@ -46,6 +46,12 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def rules_commands_module():
+    from leadflow_infra import rules_commands
+
+    return rules_commands
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leadflow", description="Lead qualification and marketing-to-sales handoff."
@@ -91,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="run the funnel snapshot every SECONDS (default: JobsFunction's schedule in template.yaml)",
     )
+    serve.add_argument(
+        "--rules-every",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="look for a published rules version to re-score leads by every SECONDS (default: JobsFunction's "
+             "schedule in template.yaml, every minute)",
+    )
     noise = serve.add_mutually_exclusive_group()
     noise.add_argument("--quiet", action="store_true", help="only warnings and errors, no access log")
     noise.add_argument("--verbose", action="store_true", help="debug logs, Powertools logs and metrics")
@@ -118,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--sink", help="only dead letters of this sink (slack, email, webhook, hubspot, salesforce, eventbridge)")
         sub.set_defaults(func=dlq_command)
 
-    rules = commands.add_parser("rules", help="work with rules files")
+    rules = commands.add_parser("rules", help="check, diff, publish and roll back rules versions")
     rules_commands = rules.add_subparsers(dest="rules_command", metavar="COMMAND", required=True)
     check = rules_commands.add_parser(
         "check", help="validate a rules file and print every error with its line",
@@ -126,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "line and place in the file; the exit code is 1 if there is any.")
     check.add_argument("file", help="the rules file (YAML)")
     check.set_defaults(func=rules_check_command)
+    rules_commands_module().add_rules_commands(rules_commands)
+    rules_commands_module().add_commands(commands)
 
     hooks = commands.add_parser("webhooks", help="try vendor webhooks against a running stack")
     hook_commands = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
@@ -195,32 +211,9 @@ def _batch_size(text: str) -> int:
 
 def _import_base_url(args: argparse.Namespace) -> str:
     """--url, else the stack's ApiUrl output, else the leadflow serve on --data-dir."""
-    import json
+    from leadflow_infra.target import resolve
 
-    if args.url:
-        return args.url
-    if args.stack_name:
-        import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            stacks = boto3.client("cloudformation").describe_stacks(StackName=args.stack_name)["Stacks"]
-        except (BotoCoreError, ClientError) as exc:
-            raise SystemExit(f"leadflow import: {exc}") from None
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
-        if "ApiUrl" not in outputs:
-            raise SystemExit(f"leadflow import: stack {args.stack_name} has no ApiUrl output")
-        return outputs["ApiUrl"]
-    path = os.path.join(args.data_dir, "stack.json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            url = json.load(fh).get("api_url")
-    except (OSError, ValueError):
-        url = None
-    if not url:
-        raise SystemExit(f"leadflow import: no running leadflow serve in {args.data_dir} ({path} has no api_url); "
-                         "start one, or pass --url / --stack-name")
-    return url
+    return resolve(args, "import").need_api("import")
 
 
 def webhooks_test_command(args: argparse.Namespace) -> int:
@@ -285,32 +278,17 @@ def webhooks_test_command(args: argparse.Namespace) -> int:
 
 def _dlq_target(args: argparse.Namespace) -> dict[str, Any]:
     """Queue URLs, table and client settings for the dead-letter commands."""
-    import json
+    from leadflow_infra.target import resolve
 
-    if args.stack_name:
-        import boto3
-
-        stacks = boto3.client("cloudformation").describe_stacks(StackName=args.stack_name)["Stacks"]
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
-        return {"dead_letter": outputs["HandoffDeadLetterQueueUrl"], "retry": outputs["HandoffRetryQueueUrl"],
-                "table": outputs["TableName"], "client": {}}
     if args.env:
         missing = [v for v in ("LEADFLOW_DLQ_URL", "LEADFLOW_RETRY_QUEUE_URL", "LEADFLOW_TABLE") if not os.environ.get(v)]
         if missing:
             raise SystemExit(f"leadflow dlq: --env needs {', '.join(missing)}")
         return {"dead_letter": os.environ["LEADFLOW_DLQ_URL"], "retry": os.environ["LEADFLOW_RETRY_QUEUE_URL"],
                 "table": os.environ["LEADFLOW_TABLE"], "client": {}}
-    path = os.path.join(args.data_dir, "stack.json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            info = json.load(fh)
-    except FileNotFoundError:
-        raise SystemExit(f"leadflow dlq: no running leadflow serve in {args.data_dir} ({path} not found); "
-                         "start one, or pass --stack-name / --env") from None
-    client = {"endpoint_url": info["endpoint_url"], "region_name": info["region"],
-              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    return {"dead_letter": info["queues"]["dead_letter"], "retry": info["queues"]["retry"], "table": info["table"],
-            "client": client}
+    target = resolve(args, "dlq")
+    return {"dead_letter": target.queues.get("dead_letter"), "retry": target.queues.get("retry"),
+            "table": target.table, "client": target.client}
 
 
 def dlq_command(args: argparse.Namespace) -> int:
@@ -448,6 +426,7 @@ def serve_command(args: argparse.Namespace) -> int:
         rescore_every=args.rescore_every,
         sla_every=args.sla_every,
         funnel_every=args.funnel_every,
+        rules_every=args.rules_every,
         verbose=args.verbose,
         access_log=not args.quiet,
     )

@@ -17,7 +17,7 @@ def _remaining(context):
 def _rescore(context):
     from leadflow.usecases.rescoring import scheduled
 
-    return scheduled(container.rescoring(), container.rules(), _remaining(context))
+    return scheduled(container.rescoring(), container.rules, _remaining(context))
 
 
 def _rules(context):

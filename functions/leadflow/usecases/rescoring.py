@@ -91,9 +91,12 @@ class Rescoring:
 
     # -- the work -------------------------------------------------------------------------
 
-    def work(self, state: dict[str, Any], token: str, rules: Rules, remaining: Callable[[], float]) -> dict[str, Any]:
-        """Segments until done or until `remaining()` seconds fall under the margin.
-        Returns the state as saved last (status `done` when every segment is)."""
+    def work(self, state: dict[str, Any], token: str, rules: Rules, remaining: Callable[[], float],
+             still_current: Callable[[], bool] = lambda: True) -> dict[str, Any]:
+        """Segments until done, until `remaining()` seconds fall under the margin, or until
+        `still_current()` says the rules changed under the run (it pauses; whoever resumes
+        it goes on under the rules then in force). Returns the state as saved last
+        (status `done` when every segment is)."""
         name = state["name"]
         lock = threading.Lock()
         stop = threading.Event()
@@ -118,7 +121,7 @@ class Rescoring:
 
         def segment(n: int) -> None:
             cursor = state["cursors"].get(str(n))
-            while cursor != DONE and not stop.is_set() and remaining() > self.margin_s:
+            while cursor != DONE and not stop.is_set() and remaining() > self.margin_s and still_current():
                 leads, last = self.service.store.scan_page(n, state["segments"], cursor)
                 add: dict[str, Any] = _zero()
                 for lead in leads:
@@ -182,14 +185,17 @@ def _zero() -> dict[str, Any]:
 # -- the jobs ----------------------------------------------------------------------------
 
 
-def scheduled(rescoring: Rescoring, rules: Rules, remaining: Callable[[], float]) -> dict[str, Any]:
-    """The hourly run: resume an unfinished one whose holder is gone, else start anew."""
+def scheduled(rescoring: Rescoring, rules_in_force: Callable[[], Rules], remaining: Callable[[], float]) -> dict[str, Any]:
+    """The hourly run: resume an unfinished one whose holder is gone, else start anew. It
+    pauses if a publish changes the rules in force meanwhile (the publish's own run
+    re-scores every lead; this one resumes under the new rules at the next hour)."""
+    rules = rules_in_force()
     got = rescoring.take_over("rescore") or rescoring.start("rescore", rules)
     if got is None:
         return {"skipped": "another invocation holds the re-score run"}
     state, token = got
     try:
-        state = rescoring.work(state, token, rules, remaining)
+        state = rescoring.work(state, token, rules, remaining, still_current=lambda: rules_in_force() is rules)
     except Lost:
         return {"stopped": "the run was taken over"}
     return totals(state)
