@@ -64,8 +64,8 @@ def resolve(args: Any, command: str) -> Target:
     except (OSError, ValueError):
         raise NoTarget(f"leadflow {command}: no running leadflow serve in {args.data_dir} ({path} not found); "
                        "start one, or pass --stack-name") from None
-    client = {"endpoint_url": info["endpoint_url"], "region_name": info["region"],
-              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    client = {"endpoint_url": info["endpoint_url"], "region_name": info.get("region", "us-east-1"),
+              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"} if info.get("endpoint_url") else {}
     return Target(api_url=info.get("api_url"), table=info.get("table"), client=client,
                   queues=info.get("queues") or {}, where=f"leadflow serve ({args.data_dir})")
 

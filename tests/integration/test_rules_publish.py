@@ -207,32 +207,61 @@ def test_a_published_version_that_no_longer_loads_keeps_the_last_good_one(stack,
 
 
 def test_a_run_out_of_time_resumes_where_it_stopped(stack, call, store):
-    from leadflow.usecases.rescoring import DONE
+    from leadflow.usecases.rescoring import DONE, Rescoring
 
     ids = _five_leads_at_35(call)
     call("POST", "/v1/rules", {"source": _text(**LOWER_MQL)})
-    rescoring = container.rescoring()
     rules = container.rules()
-    state, token = rescoring.start("rules", rules, seq=2, announce=False, replace=True)
-    state = rescoring.work(state, token, rules, remaining=lambda: 0.0)  # no time at all: nothing done
-    assert state["status"] == "running" and not state["cursors"]
-    assert {store.get(i).stage for i in ids} != {"mql"}
-    result = _jobs("rules")  # the next minute's invocation takes the paused run over
-    assert sum(result["moves"].values()) == 5 and result["status"] == DONE
+    first = Rescoring(container.service(), container.rules_store(), page_size=2)
+    first.start("rules", rules, seq=2, announce=False)
+    budget = iter([1e9, 1e9, 0.0])  # time for one page (and the claim), then none
+    paused = first.work("rules", rules, remaining=lambda: next(budget, 0.0))
+    assert paused["status"] == "running" and paused["segments_done"] == 0
+    assert paused["leads"] < 5  # one page of two items, read before the time ran out
+    (seg,) = container.rules_store().segments("rules", container.rules_store().load_run("rules")["id"])
+    assert seg["cursor"] is not None and seg["lease_until"] == 0  # released at once, cursor kept
+    moved_early = {i for i in ids if store.get(i).stage == "mql"}
+    result = _jobs("rules")  # the next minute's invocation goes on from the cursor
+    assert result["status"] == DONE and sum(result["moves"].values()) == 5
+    assert result["leads"] == 5  # every lead counted once, across the two invocations
+    assert {store.get(i).stage for i in ids} == {"mql"}
+    assert len(moved_early) < 5
 
 
-def test_a_newer_run_replaces_an_unfinished_one_and_its_holder_stops(stack, call):
-    from leadflow.usecases.rescoring import Lost
+def test_invocations_share_a_run_segment_by_segment_and_a_replaced_run_stops(stack, call, monkeypatch):
+    from leadflow.usecases.rescoring import Rescoring
 
     _five_leads_at_35(call)
-    rescoring = container.rescoring()
+    store = container.service().store
+    monkeypatch.setattr(type(store), "item_count", lambda self: 120_000)  # three segments
     rules = container.rules()
-    state, token = rescoring.start("rescore", rules)
-    assert rescoring.start("rescore", rules) is None  # someone holds it
-    assert rescoring.take_over("rescore") is None  # and its lease is live
-    rescoring.start("rescore", rules, replace=True)
-    with pytest.raises(Lost):
-        rescoring.work(state, token, rules, remaining=lambda: 1e9)
+    one = Rescoring(container.service(), container.rules_store(), workers=1)
+    two = Rescoring(container.service(), container.rules_store(), workers=2)
+    header = one.start("rescore", rules)
+    assert header["segments"] == 3
+    assert one.start("rescore", rules) is None  # one run at a time
+    first = one.work("rescore", rules, remaining=lambda: 1e9)
+    assert first["segments_done"] == 1 and "closed" not in first
+    second = two.work("rescore", rules, remaining=lambda: 1e9)
+    assert second["segments_done"] == 3 and second["closed"] is True
+    assert second["leads"] == 5  # every lead once, whichever segment it fell in
+
+    # A newer run replaces an unfinished one: the old one's worker stops at its next page.
+    header = one.start("rescore", rules)
+    replaced: list = []
+    real_page = type(store).scan_page
+
+    def page_then_replace(self, *args, **kwargs):
+        if not replaced:
+            replaced.append(one.start("rescore", rules, replacing=header["id"]))
+        return real_page(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(store), "scan_page", page_then_replace)
+    stale = Rescoring(container.service(), container.rules_store(), workers=1, page_size=1)
+    result = stale.work("rescore", rules, remaining=lambda: 1e9)
+    assert "closed" not in result and result["leads"] <= 1  # one page of one item, then it stopped
+    assert replaced[0] is not None
+    assert container.rules_store().load_run("rescore")["id"] == replaced[0]["id"]
 
 
 def test_a_concurrent_event_is_never_overwritten_by_a_rescore(stack, call, store):

@@ -342,9 +342,15 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 
 
 def _same_figures(new: Lead, old: Lead) -> bool:
-    return ((new.score, new.engagement_score, new.fit_score, new.fit_grade, new.stage, new.disqualified,
-             new.signals_key) == (old.score, old.engagement_score, old.fit_score, old.fit_grade, old.stage,
-                                  old.disqualified, old.signals_key))
+    """Whether a refresh leaves nothing worth a write: the same stage, grade, signals and
+    disqualification, and scores within the same whole point. Decay moves scores a little
+    every hour; the stored figures follow in whole points (the API always shows them
+    decayed to now), so an hourly pass writes a lead about once per point it loses,
+    not every hour."""
+    return ((round(new.score), round(new.engagement_score), round(new.fit_score), new.fit_grade, new.stage,
+             new.disqualified, new.signals_key)
+            == (round(old.score), round(old.engagement_score), round(old.fit_score), old.fit_grade, old.stage,
+                old.disqualified, old.signals_key))
 
 
 @dataclass

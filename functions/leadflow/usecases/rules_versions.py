@@ -225,6 +225,7 @@ class Publisher:
             source = self.file_text()
         load_run = getattr(self.versions, "load_run", None)
         run = load_run("rules") if load_run is not None and head else None
+        progress = totals(run, self.versions.segments("rules", run["id"])) if run else None
         return {
             "version": state.rules.version,
             "seq": state.seq,
@@ -234,5 +235,5 @@ class Publisher:
             "warning": state.warning,
             "source": source,
             "history": history,
-            "run": totals(run) if run else None,  # the latest publish's re-score, while it runs and after
+            "run": progress,  # the latest publish's re-score, while it runs and after
         }

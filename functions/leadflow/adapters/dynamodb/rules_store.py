@@ -7,9 +7,9 @@
   A publish first creates its version item (the next free `seq`, conditionally: two
   publishers cannot take the same one), then moves HEAD to it (conditionally: never
   back to an older one). A crash in between leaves a version that was never in force.
-- `PK=RUN#<name>, SK=RUN`: a re-score run (`rules`: the one a publish starts;
-  `rescore`: the scheduled one), its segments' cursors and counts, held by one
-  invocation at a time through a lease.
+- `PK=RUN#<name>, SK=RUN` and `SK=SEG#<run id>#<n>`: a re-score run (`rules`: the one a
+  publish starts; `rescore`: the hourly one) and each of its scan segments' cursor and
+  counts, worked by whichever invocation holds the segment's lease.
 """
 
 from __future__ import annotations
@@ -114,6 +114,21 @@ class DynamoRulesStore(DynamoTable):
         )
 
     # -- re-score runs ---------------------------------------------------------------------
+    # A run is a header (`RUN#<name>`/`RUN`: its id, rules, status, summary) and one item
+    # per scan segment (`RUN#<name>`/`SEG#<run id>#<n>`: cursor, counts, done, and the
+    # lease of the invocation working it). Invocations claim free segments one by one, so
+    # several work one run side by side, each on its own segments.
+
+    def _conditional(self, call: Any, **kwargs: Any) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            call(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def load_run(self, name: str) -> dict[str, Any] | None:
         self._count("GetItem")
@@ -121,38 +136,110 @@ class DynamoRulesStore(DynamoTable):
                                     ConsistentRead=True).get("Item")
         return json.loads(item["state"]["S"]) if item else None
 
-    def save_run(self, name: str, state: dict[str, Any], *, expect_token: str | None, token: str) -> bool:
-        """Write the run's state if its stored token is `expect_token` (None: no run, or
-        a finished one): whoever holds the run is the only writer. False when another
-        invocation took it over (its lease ran out) or a newer run replaced it."""
+    def _header(self, name: str, state: dict[str, Any]) -> dict[str, Any]:
+        return {"PK": {"S": f"RUN#{name}"}, "SK": {"S": "RUN"}, "kind": {"S": "run"}, "run_id": {"S": state["id"]},
+                "status": {"S": state["status"]}, "summary": {"S": state.get("summary") or ""},
+                "state": {"S": json.dumps(state, default=str)}}
+
+    def begin_run(self, name: str, state: dict[str, Any], *, replacing: str | None) -> bool:
+        """Write a new run's header: when there is none, the one there is finished, or it
+        is `replacing` (the id of the run a newer publish replaces)."""
+        values: dict[str, Any] = {":done": {"S": "done"}}
+        condition = "attribute_not_exists(PK) OR #st = :done"
+        if replacing is not None:
+            condition += " OR run_id = :old"
+            values[":old"] = {"S": replacing}
+        self._count("PutItem")
+        return self._conditional(self.client.put_item, TableName=self.table_name, Item=self._header(name, state),
+                                 ConditionExpression=condition, ExpressionAttributeNames={"#st": "status"},
+                                 ExpressionAttributeValues=values)
+
+    def update_run(self, name: str, state: dict[str, Any], *, expect_status: str, expect_id: str,
+                   expect_summary: str | None = None) -> bool:
+        """Rewrite the header of run `expect_id` if its status (and summary state, when
+        given) are still as expected."""
+        condition = "run_id = :id AND #st = :st"
+        values = {":id": {"S": expect_id}, ":st": {"S": expect_status}}
+        if expect_summary is not None:
+            condition += " AND summary = :sum"
+            values[":sum"] = {"S": expect_summary}
+        self._count("PutItem")
+        return self._conditional(self.client.put_item, TableName=self.table_name, Item=self._header(name, state),
+                                 ConditionExpression=condition, ExpressionAttributeNames={"#st": "status"},
+                                 ExpressionAttributeValues=values)
+
+    def _seg_key(self, name: str, run_id: str, n: int) -> dict:
+        return self._key(f"RUN#{name}", f"SEG#{run_id}#{n:03d}")
+
+    def add_segments(self, name: str, run_id: str, numbers: list[int]) -> None:
+        for start in range(0, len(numbers), 25):
+            request = {self.table_name: [{"PutRequest": {"Item": {
+                **self._seg_key(name, run_id, n), "kind": {"S": "run_segment"}, "seg": {"N": str(n)},
+                "done": {"BOOL": False}, "lease_until": {"N": "0"}, "counts": {"S": "{}"}}}}
+                for n in numbers[start:start + 25]]}
+            while request:
+                self._count("BatchWriteItem")
+                request = self.client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+
+    def segments(self, name: str, run_id: str) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name, "ConsistentRead": True,
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :p)",
+            "ExpressionAttributeValues": {":pk": {"S": f"RUN#{name}"}, ":p": {"S": f"SEG#{run_id}#"}},
+        }
+        out: list[dict[str, Any]] = []
+        while True:
+            self._count("Query")
+            resp = self.client.query(**kwargs)
+            out.extend(_segment(it) for it in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def claim_segment(self, name: str, run_id: str, n: int, *, owner: str, now: float,
+                      lease_until: float) -> dict[str, Any] | None:
+        """Take segment `n` if it is not done and nobody's lease on it is live."""
         from botocore.exceptions import ClientError
 
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "Item": {"PK": {"S": f"RUN#{name}"}, "SK": {"S": "RUN"}, "kind": {"S": "run"},
-                     "token": {"S": token}, "state": {"S": json.dumps(state, default=str)}},
-        }
-        if expect_token is None:
-            kwargs["ConditionExpression"] = "attribute_not_exists(PK)"
-        else:
-            kwargs["ConditionExpression"] = "#t = :t"
-            kwargs["ExpressionAttributeNames"] = {"#t": "token"}
-            kwargs["ExpressionAttributeValues"] = {":t": {"S": expect_token}}
-        self._count("PutItem")
+        self._count("UpdateItem")
         try:
-            self.client.put_item(**kwargs)
+            resp = self.client.update_item(
+                TableName=self.table_name, Key=self._seg_key(name, run_id, n),
+                UpdateExpression="SET #o = :me, lease_until = :until",
+                ConditionExpression="attribute_exists(PK) AND done = :f AND lease_until < :now",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":me": {"S": owner}, ":until": {"N": f"{lease_until:.3f}"},
+                                           ":f": {"BOOL": False}, ":now": {"N": f"{now:.3f}"}},
+                ReturnValues="ALL_NEW")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
-        return True
+        return _segment(resp["Attributes"])
 
-    def run_token(self, name: str) -> str | None:
-        self._count("GetItem")
-        item = self.client.get_item(TableName=self.table_name, Key=self._key(f"RUN#{name}", "RUN"),
-                                    ConsistentRead=True, ProjectionExpression="#t",
-                                    ExpressionAttributeNames={"#t": "token"}).get("Item")
-        return item["token"]["S"] if item else None
+    def checkpoint(self, name: str, run_id: str, n: int, *, owner: str, cursor: Any, counts: dict[str, Any],
+                   done: bool, lease_until: float) -> bool:
+        """Record where segment `n` stands, if `owner` still holds it."""
+        values: dict[str, Any] = {":me": {"S": owner}, ":c": {"S": json.dumps(counts)}, ":d": {"BOOL": done},
+                                  ":until": {"N": f"{lease_until:.3f}"}}
+        update = "SET counts = :c, done = :d, lease_until = :until"
+        if cursor is not None:
+            update += ", #cur = :cur"
+            values[":cur"] = {"S": json.dumps(cursor)}
+        self._count("UpdateItem")
+        return self._conditional(
+            self.client.update_item, TableName=self.table_name, Key=self._seg_key(name, run_id, n),
+            UpdateExpression=update, ConditionExpression="#o = :me",
+            ExpressionAttributeNames={"#o": "owner", **({"#cur": "cursor"} if cursor is not None else {})},
+            ExpressionAttributeValues=values)
+
+
+def _segment(item: dict) -> dict[str, Any]:
+    return {"n": int(item["seg"]["N"]), "done": item.get("done", {}).get("BOOL", False),
+            "lease_until": float(item.get("lease_until", {}).get("N", "0")),
+            "owner": item.get("owner", {}).get("S"),
+            "cursor": json.loads(item["cursor"]["S"]) if "cursor" in item else None,
+            "counts": json.loads(item.get("counts", {}).get("S", "{}"))}
 
 
 def _published(item: dict, *, text: bool) -> PublishedRules:

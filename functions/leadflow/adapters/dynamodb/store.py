@@ -287,9 +287,10 @@ class DynamoLeadStore(DynamoTable):
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def scan_page(self, segment: int, total: int, start: dict | None) -> tuple[list[Lead], dict | None]:
-        """One page (up to 1 MB read) of one parallel-scan segment: the leads in it, and
-        where the next page starts (None: the segment is done)."""
+    def scan_page(self, segment: int, total: int, start: dict | None, limit: int | None = None
+                  ) -> tuple[list[Lead], dict | None]:
+        """One page (up to 1 MB read, or `limit` items) of one parallel-scan segment: the
+        leads in it, and where the next page starts (None: the segment is done)."""
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "Segment": segment,
@@ -299,6 +300,8 @@ class DynamoLeadStore(DynamoTable):
         }
         if start:
             kwargs["ExclusiveStartKey"] = start
+        if limit:
+            kwargs["Limit"] = limit
         self._count("Scan")
         resp = self.client.scan(**kwargs)
         return [item_to_lead(self._plain(it)) for it in resp.get("Items", [])], resp.get("LastEvaluatedKey")
