@@ -99,6 +99,9 @@ def add_commands(commands: Any) -> None:
                            help="the share of leads the SQL criteria may pass (default 5%%-15%%)")
     calibrate.add_argument("--sql-precision", type=_share, metavar="SHARE",
                            help="instead: the lowest SQL criteria whose cross-validated precision reaches this")
+    calibrate.add_argument("--mql-share", type=_share, metavar="SHARE",
+                           help="the share of leads the MQL criteria pass (default: from the score at which leads "
+                                "convert more often than the average lead)")
     calibrate.add_argument("--version", dest="new_version", metavar="VERSION", help="the new rules' version")
     calibrate.add_argument("--as-of", type=_date, help="score as of this date (ISO; default now)")
     calibrate.add_argument("--outcomes", metavar="CSV", help="outcomes to learn from instead of those on record")
@@ -243,7 +246,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
         described = _in_force(_api(target, args, "calibrate"), "calibrate")[1]
         path = str(Path(args.out).with_name(f".in-force-{described['version']}.yaml"))
         Path(path).write_text(described["source"], encoding="utf-8")
-    goal = calibrate.Target(sql_precision=args.sql_precision, sales_ready=args.sales_ready)
+    goal = calibrate.Target(sql_precision=args.sql_precision, sales_ready=args.sales_ready, mql_share=args.mql_share)
     return calibrate.run(_histories(target, "calibrate", args.outcomes), path, args.out, target=goal,
                          folds=args.folds, seed=args.seed, as_of=args.as_of or datetime.now(timezone.utc),
                          json_out=args.json, console=_console(), version=args.new_version)
