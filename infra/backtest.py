@@ -67,7 +67,11 @@ def backtest(histories: Iterable[History], rules: Rules, *, as_of: datetime | No
     weeks: dict[tuple[str, str], Counter] = {}
     sources: Counter = Counter()
     reasons: Counter = Counter()
+    unlogged = 0
     for history in histories:
+        if not history.events:
+            unlogged += 1  # its event log is not there (yet: the stream appends it a moment after each write)
+            continue
         if not any(e.occurred_at <= as_of for e in history.events):
             continue  # not a lead yet at as_of
         lead, moves = replay_as_of(history.lead.lead_id, history.lead.email, history.events, rules, as_of)
@@ -126,7 +130,7 @@ def backtest(histories: Iterable[History], rules: Rules, *, as_of: datetime | No
         "as_of": as_of.isoformat(),
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "outcomes_from": outcomes_from,
-        "leads": len(scored), "labelled": len(labelled), "converted": converted,
+        "leads": len(scored), "without_events": unlogged, "labelled": len(labelled), "converted": converted,
         "not_converted": len(labelled) - converted, "unlabelled": len(scored) - len(labelled),
         "label_sources": dict(sources), "reject_reasons": dict(reasons.most_common()),
         "auc": auc([s[0] for s in labelled], [bool(s[1]) for s in labelled]),
@@ -148,6 +152,9 @@ def print_backtest(result: dict[str, Any], console: Any) -> None:
 
     console.print(f"[bold]{result['title']}[/bold] as of {result['as_of'][:19]}  "
                   f"({result['leads']:,} leads; outcomes from {result['outcomes_from']})")
+    if result.get("without_events"):
+        console.print(f"[yellow]{result['without_events']:,} leads have no event log yet and are left out (the "
+                      "table's stream appends each lead's events a moment after its write; run again shortly)[/yellow]")
     console.print(f"outcomes: {result['converted']:,} converted, {result['not_converted']:,} not, "
                   f"{result['unlabelled']:,} open"
                   + (f"  ({', '.join(f'{k} {v:,}' for k, v in sorted(result['label_sources'].items()))})"
