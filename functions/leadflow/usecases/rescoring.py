@@ -179,14 +179,17 @@ def _zero() -> dict[str, Any]:
 
 
 def scheduled(rescoring: Rescoring, rules_in_force: Callable[[], Rules], remaining: Callable[[], float]) -> dict[str, Any]:
-    """The hourly run: start a pass unless one is still running, and work on it. The
+    """The hourly run: start a pass unless one is still running, and work on it (its moves
+    are recorded and mirrored to the CRM, never alerted one by one). The
     every-minute `rules` job helps with any segments left, so a pass over a large table
     does not wait for the next hour. It pauses if a publish changes the rules in force
     (the publish's own run re-scores every lead)."""
     rules = rules_in_force()
     header = rescoring.runs.load_run("rescore")
     if header is None or header.get("status") == DONE:
-        rescoring.start("rescore", rules)
+        # Decay never moves a lead forward: a move this pass makes comes from a rules
+        # change (a redeployed file), which, like an unannounced publish, alerts nobody.
+        rescoring.start("rescore", rules, announce=False)
     result = rescoring.work("rescore", rules, remaining, still_current=lambda: rules_in_force() is rules)
     return result or {"skipped": "no running re-score"}
 
