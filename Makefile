@@ -28,6 +28,7 @@ bench: $(STAMP) bench-quality
 	$(BIN)/python -m bench.import_rows --markdown
 	$(BIN)/python -m bench.handoff
 	$(BIN)/python -m bench.coldstart --markdown
+	$(BIN)/python -m bench.rescore --markdown
 
 # Rules against real outcomes, cross-validated next to logistic regression (scikit-learn).
 bench-quality: $(STAMP)

@@ -528,6 +528,19 @@ def _restyle(match: re.Match) -> str:
     return f'style="{style}"'
 
 
+def _score_axes(ax: Any, edges: list[float], open_top: bool, first: list[int], second: list[int]) -> None:
+    """The axes of a score histogram of two series: scores across, leads up, the open
+    last band marked."""
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylim(0, max(first + second) * 1.12 or 1)
+    ax.set_xlabel("Score")
+    ax.set_ylabel("Leads")
+    _int_axis(ax.yaxis)
+    _y_grid(ax)
+    if open_top:
+        _mark_open_top(ax, edges, max(first[-1], second[-1]))
+
+
 def _mark_open_top(ax: Any, edges: Sequence[float], height: float) -> None:
     """Say on the chart that the last band also holds the few scores beyond the axis."""
     ax.annotate("and above", (edges[-1], height), xytext=(-2, 3), textcoords="offset points",
@@ -659,14 +672,7 @@ def _distribution_section(result: dict[str, Any]) -> str:
                 ax.stairs(counts, edges, fill=True, color=colour, alpha=0.22, linewidth=0)
                 handles.insert(0, ax.stairs(counts, edges, color=colour, linewidth=1.8,
                                             label=f"{name} ({sum(counts):,} leads)"))
-        ax.set_xlim(edges[0], edges[-1])
-        ax.set_ylim(0, max(yes + no) * 1.12 or 1)
-        ax.set_xlabel("Score")
-        ax.set_ylabel("Leads")
-        _int_axis(ax.yaxis)
-        _y_grid(ax)
-        if open_top:
-            _mark_open_top(ax, edges, max(yes[-1], no[-1]))
+        _score_axes(ax, edges, open_top, yes, no)
         return _legend_above(ax, handles)
 
     chart = _draw("distribution", label, (6.4, 3.8), paint)
@@ -1121,14 +1127,7 @@ def _shift_section(result: dict[str, Any], pairs: list[tuple[float, float]]) -> 
         ax.stairs(counts_before, edges, color=GREY, linewidth=1.8, label=f"Current ({current})")
         ax.stairs(counts_after, edges, fill=True, color=BLUE, alpha=0.16, linewidth=0)
         ax.stairs(counts_after, edges, color=BLUE, linewidth=1.8, label=f"Proposed ({proposed})")
-        if open_top:
-            _mark_open_top(ax, edges, max(counts_before[-1], counts_after[-1]))
-        ax.set_xlim(edges[0], edges[-1])
-        ax.set_ylim(0, max(counts_before + counts_after) * 1.12 or 1)
-        ax.set_xlabel("Score")
-        ax.set_ylabel("Leads")
-        _int_axis(ax.yaxis)
-        _y_grid(ax)
+        _score_axes(ax, edges, open_top, counts_before, counts_after)
         return _legend_above(ax)
 
     chart = _draw("shift", label, (6.4, 3.7), paint)

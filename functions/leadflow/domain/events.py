@@ -189,12 +189,18 @@ def validation_details(exc: ValidationError) -> list[dict]:
     return out
 
 
-def parse_event(payload: Any) -> CanonicalEvent:
+def validated(model: Any, payload: Any, *, what: str = "the body") -> Any:
+    """`payload` (parsed JSON) as `model`, or InvalidInput naming the first bad field (and
+    every problem in `details`)."""
     if not isinstance(payload, dict):
-        raise InvalidInput("an event must be a JSON object", field="body")
+        raise InvalidInput(f"{what} must be a JSON object", field="body")
     try:
-        return CanonicalEvent.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         details = validation_details(exc)
         first = details[0]
         raise InvalidInput(f"{first['field']}: {first['reason']}", field=first["field"], details=details) from None
+
+
+def parse_event(payload: Any) -> CanonicalEvent:
+    return validated(CanonicalEvent, payload, what="an event")

@@ -16,7 +16,7 @@ from leadflow.domain.forms import is_bot, to_event
 from leadflow.routes.forms import parse_form_body
 from leadflow.routes.webhooks import raw_body
 from leadflow.domain.errors import BadRequest, InvalidInput, LeadflowError, NotFound, PayloadTooLarge, Unauthorized
-from leadflow.domain.events import normalise_email, parse_event, validation_details
+from leadflow.domain.events import normalise_email, parse_event, validated, validation_details
 from leadflow.observability import add, logger, mask_email
 from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, settings
 
@@ -95,17 +95,6 @@ class RollbackRules(BaseModel):
     announce: bool = False
 
 
-def _model(model: type[BaseModel], body: Any) -> Any:
-    if not isinstance(body, dict):
-        raise InvalidInput("body: expected a JSON object", field="body")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        details = validation_details(exc)
-        raise InvalidInput(f"{details[0]['field']}: {details[0]['reason']}", field=details[0]["field"],
-                           details=details) from None
-
-
 @app.get("/v1/rules")
 def get_rules() -> Response:
     """The rules version in force (with its YAML) and the published history, newest first:
@@ -117,7 +106,7 @@ def get_rules() -> Response:
 def publish_rules() -> Response:
     """Publish a rules version: validated first (422 naming every problem), then in force
     for every function within a minute; the jobs function then re-scores every lead."""
-    body = _model(PublishRules, _json_body())
+    body = validated(PublishRules, _json_body())
     published = container.publisher().publish(body.source, by=body.by, announce=body.announce)
     logger.info("rules.published", extra={"seq": published.seq, "version": published.version})
     add("RulesPublished")
@@ -126,7 +115,7 @@ def publish_rules() -> Response:
 
 @app.post("/v1/rules/rollback")
 def rollback_rules() -> Response:
-    body = _model(RollbackRules, _json_body() if _body_text().strip() else {})
+    body = validated(RollbackRules, _json_body() if _body_text().strip() else {})
     published = container.publisher().rollback(by=body.by, to=body.to, announce=body.announce)
     logger.info("rules.rolled_back", extra={"seq": published.seq, "version": published.version})
     add("RulesPublished")
@@ -314,14 +303,7 @@ class Feedback(BaseModel):
 
 @app.post("/v1/leads/<lead_id>/feedback")
 def post_feedback(lead_id: str) -> Response:
-    body = _json_body()
-    if not isinstance(body, dict):
-        raise InvalidInput("feedback must be a JSON object", field="body")
-    try:
-        feedback = Feedback.model_validate(body)
-    except ValidationError as exc:
-        details = validation_details(exc)
-        raise InvalidInput(f"{details[0]['field']}: {details[0]['reason']}", field=details[0]["field"], details=details) from None
+    feedback = validated(Feedback, _json_body(), what="feedback")
     svc = container.service()
     result = svc.act(lead_id, feedback.action, reason=feedback.reason, by=feedback.by)
     logger.info("lead.feedback", extra={"lead_id": lead_id, "action": feedback.action})
