@@ -276,3 +276,21 @@ def test_a_concurrent_event_is_never_overwritten_by_a_rescore(stack, call, store
     assert "pricing_page" in {s.rule for s in lead.signals}
     assert lead.version >= stale.version + 1
     assert refreshed.lead.version == lead.version or not refreshed.written
+
+
+def test_a_lead_that_cannot_be_brought_over_is_counted_and_never_stalls_the_run(stack, call, monkeypatch):
+    from leadflow.domain.errors import TooManyConflicts
+    from leadflow.usecases.leads import LeadService
+
+    ids = _five_leads_at_35(call)
+    call("POST", "/v1/rules", {"source": _text(**LOWER_MQL)})
+    real = LeadService.refresh_lead
+
+    def hot(self, lead, rules, **kw):
+        if lead.lead_id == ids[0]:
+            raise TooManyConflicts("lead is being updated too often")
+        return real(self, lead, rules, **kw)
+
+    monkeypatch.setattr(LeadService, "refresh_lead", hot)
+    result = _jobs("rules")
+    assert result["status"] == "done" and result["failed"] == 1 and sum(result["moves"].values()) == 4

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
+from leadflow.domain.errors import LeadflowError
 from leadflow.domain.rules import Rules
 
 DONE = "done"
@@ -122,8 +123,15 @@ class Rescoring:
                     return
                 leads, last = self.service.store.scan_page(n, header["segments"], cursor, self.page_size)
                 for lead in leads:
-                    result = self.service.refresh_lead(lead, rules, announce=announce)
                     counts["leads"] += 1
+                    try:
+                        result = self.service.refresh_lead(lead, rules, announce=announce)
+                    except LeadflowError as exc:  # one lead that cannot be brought over never stalls a run
+                        counts["failed"] += 1
+                        from leadflow.observability import logger
+
+                        logger.error("rescore.lead_failed", extra={"lead_id": lead.lead_id, "error": exc.code})
+                        continue
                     counts["written"] += int(result.written)
                     counts["logs_read"] += result.logs_read
                     for move in result.moves:
@@ -172,7 +180,7 @@ def totals(header: dict[str, Any], segs: list[dict[str, Any]]) -> dict[str, Any]
 
 
 def _zero() -> dict[str, Any]:
-    return {"leads": 0, "written": 0, "logs_read": 0, "moves": {}}
+    return {"leads": 0, "written": 0, "logs_read": 0, "failed": 0, "moves": {}}
 
 
 # -- the jobs ----------------------------------------------------------------------------
