@@ -570,6 +570,10 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, 
             }
             if job == "rules":  # the rescore run must find the leads as the rules run left them
                 seeded["versions"] = [versions.get(i, v) for i, v in zip(seeded["ids"], seeded["versions"])]
+            if args.json:  # a long run keeps what it measured so far
+                args.json.write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
+            progress(f"    {job}: {out[job]['seconds']:.0f} s, {len(out[job]['invocations'])} invocations, "
+                     f"{out[job]['lead_puts']} leads written, calls {out[job]['calls']}, exact: {out[job]['exact']}")
         out["segments_local"] = out["rules"]["result"].get("segments")
         out["segments_paper"] = segments_for(PAPER_LEADS)
         cursor = {"PK": {"S": f"LEAD#{seeded['ids'][-1]}"}, "SK": {"S": "LEAD"}}  # a scan's LastEvaluatedKey
