@@ -1,7 +1,9 @@
 """Re-scoring at scale: a rules publish that changes 5 % of the leads, then the hourly run.
 
-    python -m bench.rescore                   # 100,000 leads (several minutes on 2 cores)
-    python -m bench.rescore --leads 2000      # a smoke test: well under a minute
+    python -m bench.rescore                   # 100,000 leads: over two hours on 2 cores (moto's
+                                              # scan sorts the whole table for every page)
+    python -m bench.rescore --leads 20000     # about 10 minutes
+    python -m bench.rescore --leads 2000      # a smoke test: about 45 s
     python -m bench.rescore --leads 2000 --timeout 31   # every invocation stops after ~1 s: resume
     python -m bench.rescore --markdown        # the tables as Markdown, for the README
 
@@ -634,7 +636,8 @@ def notes(out: dict[str, Any]) -> list[str]:
            if out["event_log"] else "the new rules change points only, the same `signals_key`, so no lead needs its "
            "event log and none is read") + f"). Seeded in {out['seed']['seconds']:.0f} s "
         f"({fmt(out['seed']['batch_calls'])} BatchWriteItem calls).",
-        f"- The publish: `{CHANGED_RULE}` {5} -> {NEW_POINTS} points (fit), every {CHANGED_EVERY}th lead has the trait. "
+        f"- The publish: `{CHANGED_RULE}` 5 -> {NEW_POINTS} points (fit), every {CHANGED_EVERY}th lead has the "
+        f"trait. "
         f"Leads written by the `rules` run: {fmt(r['written_ids'])} "
         f"(expected {fmt(out['changed'])}; missing {r['missing']}, unexpected {r['unexpected']}); "
         f"by the `rescore` run: {fmt(s['written_ids'])} (expected 0). "
@@ -722,15 +725,16 @@ def paper(out: dict[str, Any]) -> tuple[list[str], list[str]]:
         f"`rules` and `rescore`) on one core of this machine, taken as equal to a Graviton vCPU (not measured), "
         f"divided by the CPU share of {out['memory_mb']} MB ({out['memory_mb']}/{FULL_VCPU_MB} of a vCPU: Lambda "
         f"allocates CPU in proportion to memory). Assumed CPU-bound: DynamoDB's latency overlaps with the work of "
-        f"the other three threads. {work_s:.0f} s of work per invocation ({out['template_timeout_s']:.0f} s timeout (the template's), stops "
+        f"the other three threads. {work_s:.0f} s of work per invocation (the template's "
+        f"{out['template_timeout_s']:.0f} s timeout; it stops "
         f"{LAMBDA_MARGIN_S} s before); billed duration = the work time.",
         f"- Calendar time: a new `rules` invocation starts every minute and each works 270 s, so {OVERLAP} "
         f"overlap: a publish takes about {fmt(costs['rules']['invocations'])} invocations / {OVERLAP} at a time x "
         f"5 min = {costs['rules']['invocations'] * 5 / OVERLAP / 60:.1f} h. The hourly `rescore` pass is helped by "
         f"the same every-minute invocations (their time left after any publish run): about "
-        f"{hourly['invocations'] * 5 / OVERLAP / 60:.1f} h a pass, so at most one pass an hour (720 a month, "
-        f"${hourly['dollars'] * runs_per_month:,.0f} a month at ${hourly['dollars']:,.2f} a pass) when a pass "
-        f"takes under an hour, fewer when it takes longer.",
+        f"{pass_hours:.1f} h a pass. A new pass starts at the first hourly run after the last one finished, so "
+        f"{runs_per_month:,.0f} passes a month (720 when a pass takes under an hour): "
+        f"${hourly['dollars'] * runs_per_month:,.0f} a month at ${hourly['dollars']:,.2f} a pass.",
         f"- Prices (us-east-1 list prices, not a quote): ${PRICE_PER_MILLION_RRU} per million read request units, "
         f"${PRICE_PER_MILLION_WRU} per million write request units (on-demand, Standard table class), "
         f"${PRICE_LAMBDA_GB_S_ARM} per GB-s (arm64) and ${PRICE_LAMBDA_PER_MILLION_REQUESTS} per million requests. "
