@@ -93,13 +93,15 @@ def _plain(item: dict) -> dict:
 
 
 def segments_for(client: Any, table: str) -> int:
-    """Scan segments sized to the table: one per ~50,000 items (DescribeTable's count,
-    refreshed by DynamoDB about every six hours), 1 to 64."""
+    """Scan segments sized to the table as the re-score runs size them, from DescribeTable's
+    item count (refreshed by DynamoDB about every six hours)."""
+    from leadflow.usecases.rescoring import segments_for as by_count
+
     try:
         count = int(client.describe_table(TableName=table)["Table"].get("ItemCount", 0))
     except Exception:  # noqa: BLE001 - a count is a sizing hint, never a reason to fail
         count = 0
-    return max(1, min(64, -(-count // 50_000)))
+    return by_count(count)
 
 
 def scan_items(client: Any, table: str, *, segments: int | None = None,

@@ -204,6 +204,11 @@ def test_a_published_version_that_no_longer_loads_keeps_the_last_good_one(stack,
     assert "does not load" in body["rules_warning"]
     status, _ = call("POST", "/v1/events", {"type": "identify", "email": "still@acme.io"})
     assert status == 200
+    # Publishing a good version over the broken one is the way out.
+    status, answer = call("POST", "/v1/rules", {"source": _text(version="2026.11.3")})
+    assert status == 200 and answer["seq"] == 3
+    _, body = call("GET", "/healthz")
+    assert body["rules_version"] == "2026.11.3" and "rules_warning" not in body
 
 
 def test_a_run_out_of_time_resumes_where_it_stopped(stack, call, store):

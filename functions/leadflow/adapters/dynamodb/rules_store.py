@@ -64,7 +64,6 @@ class DynamoRulesStore(DynamoTable):
 
     def add(self, entry: PublishedRules) -> None:
         """Create version `entry.seq`; VersionTaken if it exists."""
-        from botocore.exceptions import ClientError
 
         item: dict[str, Any] = {
             "PK": {"S": RULES_PK}, "SK": {"S": version_sk(entry.seq)}, "kind": {"S": "rules"},
@@ -79,30 +78,18 @@ class DynamoRulesStore(DynamoTable):
         if entry.restores is not None:
             item["restores"] = {"N": str(entry.restores)}
         self._count("PutItem")
-        try:
-            self.client.put_item(TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(PK)")
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise VersionTaken(entry.seq) from None
-            raise
+        if not self._conditional(self.client.put_item, TableName=self.table_name, Item=item,
+                                 ConditionExpression="attribute_not_exists(PK)"):
+            raise VersionTaken(entry.seq)
 
     def move_head(self, seq: int, version: str) -> bool:
         """Put version `seq` in force unless a newer one already is."""
-        from botocore.exceptions import ClientError
-
         self._count("UpdateItem")
-        try:
-            self.client.update_item(
-                TableName=self.table_name, Key=self._key(RULES_PK, HEAD_SK),
-                UpdateExpression="SET seq = :s, version = :v, kind = :k",
-                ConditionExpression="attribute_not_exists(seq) OR seq < :s",
-                ExpressionAttributeValues={":s": {"N": str(seq)}, ":v": {"S": version}, ":k": {"S": "rules"}},
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._conditional(
+            self.client.update_item, TableName=self.table_name, Key=self._key(RULES_PK, HEAD_SK),
+            UpdateExpression="SET seq = :s, version = :v, kind = :k",
+            ConditionExpression="attribute_not_exists(seq) OR seq < :s",
+            ExpressionAttributeValues={":s": {"N": str(seq)}, ":v": {"S": version}, ":k": {"S": "rules"}})
 
     def record_result(self, seq: int, result: dict[str, Any]) -> None:
         self._count("UpdateItem")
