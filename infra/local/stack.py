@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from leadflow_infra.local.atomic import make_dynamodb_atomic
+from leadflow_infra.local.fast_moto import make_moto_fast
 from leadflow_infra.local.filters import compile_filters
 from leadflow_infra.local.gateway import Gateway
 from leadflow_infra.local.invoke import ACCOUNT_ID, LambdaContext, LocalFunction
@@ -349,6 +350,8 @@ class LocalStack:
         # The API, stream and jobs handlers write from different threads: give moto
         # DynamoDB's per-item atomicity, or two conditional writes could both pass.
         make_dynamodb_atomic()
+        # A Scan page costs the page, not the table (moto sorts the table for every page).
+        make_moto_fast()
         self.moto.start()
         self.moto.reset()
         self._set_environment()

@@ -9,12 +9,14 @@ from moto import mock_aws
 
 from leadflow import container
 from leadflow_infra.local.atomic import make_dynamodb_atomic
+from leadflow_infra.local.fast_moto import make_moto_fast
 from leadflow_infra.local.gateway import build_event
 from leadflow_infra.local.invoke import LambdaContext
 from leadflow_infra.local.tables import create_table, template_table_properties
 from leadflow_infra.template import FunctionSpec, find_template, function_spec, load_template
 
 make_dynamodb_atomic()
+make_moto_fast()
 
 TABLE = "leadflow-test"
 
