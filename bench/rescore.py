@@ -1,8 +1,7 @@
 """Re-scoring at scale: a rules publish that changes 5 % of the leads, then the hourly run.
 
-    python -m bench.rescore                   # 100,000 leads: over two hours on 2 cores (moto's
-                                              # scan sorts the whole table for every page)
-    python -m bench.rescore --leads 20000     # about 10 minutes
+    python -m bench.rescore                   # 100,000 leads: about 18 minutes on 2 cores
+    python -m bench.rescore --leads 20000     # about 5 minutes
     python -m bench.rescore --leads 2000      # a smoke test: about 45 s
     python -m bench.rescore --leads 2000 --timeout 31   # every invocation stops after ~1 s: resume
     python -m bench.rescore --markdown        # the tables as Markdown, for the README
