@@ -17,8 +17,9 @@ compare runs and show where the time goes.
    BatchSize), one batch after another. Moves/s and sink deliveries/s, next to raw
    UpdateItem/s on the same moto server and raw POST/s to the Slack receiver.
 2. Calls per move, counted on every boto3 client (botocore ``before-call``): the
-   delivery ledger's DynamoDB calls (claim + settle per sink) and write units
-   (computed from the ledger items' sizes, DynamoDB's sizing rules), the SES,
+   delivery ledger's DynamoDB calls (one claim and one settle per move, covering every
+   sink) and write units (computed from the ledger items' sizes, DynamoDB's sizing
+   rules), the SES,
    EventBridge and SQS calls, and the HTTP requests each receiver got. The same for
    one failed-then-retried Slack delivery, and for the SLA sweep per SQL checked.
 3. Latency on the local stack (``LocalStack`` in-process, the real api, stream,
@@ -310,16 +311,28 @@ def ledger_items(endpoint: str, table: str) -> list[dict]:
 
 
 def ledger_units(item: dict, lease_seconds: int = 120) -> tuple[int, int, int, int]:
-    """(claim WCU, settle WCU, claim item bytes, settled item bytes) for one delivery
-    that was claimed once and settled once. The claimed item is the settled one as it
-    stood before the settle: status "sending", a lease, no detail. An UpdateItem costs
-    the larger of the item before and after it."""
+    """(claim WCU, settle WCU, claim item bytes, settled item bytes) for one move whose
+    sinks were claimed together once and settled together once. The claimed item is the
+    settled one as it stood before the settle: every sink "sending" with a lease and no
+    detail. An UpdateItem costs the larger of the item before and after it."""
+    from leadflow.adapters.dynamodb.ledger import SINK_PREFIX
+
     settled = dict(item)
-    claimed = {k: v for k, v in item.items() if k != "detail"}
-    claimed["status"] = {"S": "sending"}
-    claimed["lease_until"] = {"N": str(int(time.time()) + lease_seconds)}
+    claimed = dict(item)
+    for name, value in item.items():
+        if name.startswith(SINK_PREFIX) and "M" in value:
+            state = {k: v for k, v in value["M"].items() if k != "detail"}
+            state.update(st={"S": "sending"}, lease={"N": str(int(time.time()) + lease_seconds)})
+            claimed[name] = {"M": state}
     c, s = item_size(claimed), item_size(settled)
     return write_units(c), write_units(max(c, s)), c, s
+
+
+def ledger_statuses(items: list[dict]) -> Counter:
+    """(sink, status) -> deliveries, over ledger items."""
+    from leadflow.adapters.dynamodb.ledger import delivery_entries
+
+    return Counter((e["sink"], e["status"]) for it in items for e in delivery_entries(it))
 
 
 def raw_updates(endpoint: str, n: int) -> float:
@@ -399,7 +412,7 @@ def throughput(env: Environment, rx: Receivers, rules: Path, n: int, retry_case:
         items = ledger_items(endpoint, TABLE)
         timed_leads = {r["dynamodb"]["Keys"]["PK"]["S"] for r in timed}
         mine = [it for it in items if it["PK"]["S"] in timed_leads]
-        statuses = Counter((it["SK"]["S"].split("#", 2)[2], it["status"]["S"]) for it in mine)
+        statuses = ledger_statuses(mine)
         units = [ledger_units(it) for it in mine]
         sent = sum(v for (_, status), v in statuses.items() if status == "sent")
 
@@ -602,8 +615,7 @@ def delivery_statuses(stack: Any) -> Counter:
     out: Counter = Counter()
     while True:
         page = ddb.scan(**kwargs)
-        for it in page.get("Items", []):
-            out[(it["SK"]["S"].split("#", 2)[2], it["status"]["S"])] += 1
+        out.update(ledger_statuses(page.get("Items", [])))
         if "LastEvaluatedKey" not in page:
             return out
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -661,7 +673,7 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
               f"({tp['batches']} batches):", "",
               "| measure | result |", "|---|---:|",
               f"| moves | {moves} |",
-              f"| sink deliveries sent (ledger items `sent`) | {deliveries} ({deliveries / moves:g} per move) |",
+              f"| sink deliveries sent (ledger entries `sent`) | {deliveries} ({deliveries / moves:g} per move) |",
               f"| seconds | {secs:.2f} |",
               f"| **moves/s** | **{rate:.1f}** |",
               f"| **sink deliveries/s** | **{deliveries / secs:.1f}** |",
@@ -678,7 +690,9 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
     aws_s = sum(cs.values())
     lines += [f"Where the {secs:.2f} s went (wall time from botocore `before-call` to `after-call`, per service; "
               f"the rest is the four HTTP sinks' round trips to the receivers, Powertools' batch processor, "
-              f"rebuilding each lead from its stream image and leadflow's code):", "",
+              f"rebuilding each lead from its stream image and leadflow's code). A move's sinks are sent at the "
+              f"same time, so the SES and EventBridge calls overlap each other and the HTTP sinks: the parts can "
+              f"add up to more than the whole:", "",
               "| part | calls | s | share | ms per move | ms per call |", "|---|---:|---:|---:|---:|---:|"]
     per_service: Counter[str] = Counter()
     for (service, _), v in tp["calls"].items():
@@ -686,14 +700,18 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
     for service, s in sorted(cs.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {service} calls (moto) | {per_service[service]} | {s:.2f} | {100 * s / secs:.0f}% "
                      f"| {1000 * s / moves:.1f} | {1000 * s / max(1, per_service[service]):.1f} |")
-    lines.append(f"| everything else | | {secs - aws_s:.2f} | {100 * (secs - aws_s) / secs:.0f}% "
-                 f"| {1000 * (secs - aws_s) / moves:.1f} | |")
+    if aws_s <= secs:
+        lines.append(f"| everything else | | {secs - aws_s:.2f} | {100 * (secs - aws_s) / secs:.0f}% "
+                     f"| {1000 * (secs - aws_s) / moves:.1f} | |")
+    else:
+        lines.append("| everything else | | (overlapped) | | | |")
     ceiling = tp["raw_update_rate"] / (dynamo / moves)
     lines += ["", f"What bounds it: moto. The ledger makes {dynamo / moves:g} DynamoDB calls per move; at the "
                   f"raw UpdateItem rate above that alone caps this process at about {ceiling:.0f} moves/s before "
                   f"any sink is called. The receivers answer at once on the same machine, so the four HTTP sinks "
-                  f"cost little here; real Slack, HubSpot and Salesforce round trips (not measured) add up in "
-                  f"series, since one invocation sends a move's deliveries one after another. One invocation at "
+                  f"cost little here; a move's sinks are sent at the same time (a thread each), so real Slack, "
+                  f"HubSpot and Salesforce round trips (not measured) cost the slowest of them, not their sum, "
+                  f"bounded by the attempt's deadline (LEADFLOW_SINK_TIMEOUT). One invocation at "
                   f"a time is measured; the template's ParallelizationFactor 4 lets Lambda run up to four "
                   f"batches per shard at once (not modelled).", ""]
 
@@ -716,13 +734,17 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
     settle = [u[1] for u in tp["units"]]
     sizes = [u[3] for u in tp["units"]]
     per_move_wcu = (sum(claim) + sum(settle)) / moves
-    lines += ["", f"Ledger items of the timed moves: {statuses}.", "",
-              f"Write units: each delivery is one claim (conditional UpdateItem that creates the item) and one "
-              f"settle (UpdateItem); an UpdateItem costs ceil(max(item before, item after) / 1 KB). Ledger items "
-              f"are {min(sizes)}-{max(sizes)} bytes settled (claim {min(u[2] for u in tp['units'])}-"
-              f"{max(u[2] for u in tp['units'])} bytes), so each write is "
-              f"{'1 WCU' if max(claim + settle) == 1 else f'up to {max(claim + settle)} WCU'}: "
-              f"**{per_move_wcu:g} WCU per move** ({len(tp['units']) / moves:g} deliveries x 2 writes), no GSI "
+    ledger_writes = sum(v for (svc, op), v in tp["calls"].items()
+                        if svc == "dynamodb" and op in ("UpdateItem", "PutItem", "DeleteItem", "BatchWriteItem",
+                                                        "TransactWriteItems"))
+    lines += ["", f"Ledger entries of the timed moves: {statuses}.", "",
+              f"**Ledger writes per move: {ledger_writes / moves:g}** (counted above). Write units: each move is "
+              f"one item holding every sink's state, written twice: one claim of every sink (a conditional "
+              f"UpdateItem that creates the item) and one settle of every sink (UpdateItem); an UpdateItem costs "
+              f"ceil(max(item before, item after) / 1 KB). Ledger items are {min(sizes)}-{max(sizes)} bytes "
+              f"settled (claim {min(u[2] for u in tp['units'])}-{max(u[2] for u in tp['units'])} bytes), so each "
+              f"write is {'1 WCU' if max(claim + settle) == 1 else f'up to {max(claim + settle)} WCU'}: "
+              f"**{per_move_wcu:g} WCU per move** ({len(tp['units']) / moves:g} items x 2 writes), no GSI "
               f"writes (ledger items carry no GSI1 keys), no reads. Every ledger write is also a stream record "
               f"that both stream functions' FilterCriteria drop (`SK` is `SEND#...`, not `LEAD`): "
               f"{2 * len(tp['units']) / moves:g} extra stream records per move for the pollers to read past.", ""]
@@ -760,7 +782,7 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
         writes = sum(v for (svc, op), v in sc["calls"].items() if svc == "dynamodb" and op in ("UpdateItem", "PutItem"))
         per_read = _calls(sc["calls"], read) if read else "-"
         lines.append(f"| {label} | {sweep['seconds']:.2f} | {read} | {result['escalated']} | {_calls(sc['calls'], 1)} "
-                     f"| {per_read} | {rcu:g} | {writes} (ledger items of ~200 bytes: 1 WCU each) |")
+                     f"| {per_read} | {rcu:g} | {writes} (writes of the move's ledger item, under 1 KB: 1 WCU each) |")
     lines += ["", "An SQL younger than the first level's business hours cannot be due and is not read (the GSI1 "
               "query asks only for SQLs that entered before that): a sweep costs its query pages until SQLs "
               "age; each one old enough costs a consistent GetItem, and each due level a claim and a settle "
@@ -796,8 +818,8 @@ def report(args: argparse.Namespace, tp: dict, lat: dict, total_s: float) -> str
               f"The floor: the handoff's stream poller (`leadflow_infra.local.stream_poller.StreamPoller`, as `LocalStack` "
               f"configures it) reads the stream every {pol['poll_interval'] * 1000:.0f} ms while records flow "
               f"and every {pol['idle_poll_interval'] * 1000:.0f} ms after a second without any, so a record "
-              f"waits up to one interval before it is read, plus moto's GetRecords. Slack is the first sink of "
-              f"a move (people first), so its alert does not wait for the CRMs. The poller batches as the "
+              f"waits up to one interval before it is read, plus moto's GetRecords. A move's sinks are sent at "
+              f"the same time, so its alert does not wait for the CRMs. The poller batches as the "
               f"template's MoveStream says (MaximumBatchingWindowInSeconds {pol['batching_window']:g}, "
               f"ParallelizationFactor {pol['parallelization']}); Lambda's own polling rate (about four reads a "
               f"second per shard) is not modelled. Here one sample followed another every "

@@ -142,7 +142,8 @@ def _handoff(the_rules: Rules):
         DynamoDeliveryLedger(settings().table_name, client=store().client),
         SqsOutbox(cfg.retry_queue_url, cfg.dead_letter_queue_url),
         the_rules,
-        policy=RetryPolicy(max_attempts=cfg.retry_max_attempts, base_seconds=cfg.retry_base_s),
+        policy=RetryPolicy(max_attempts=cfg.retry_max_attempts, base_seconds=cfg.retry_base_s,
+                           attempt_seconds=cfg.sink_timeout_s),
     )
 
 

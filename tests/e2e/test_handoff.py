@@ -75,10 +75,11 @@ class Handoff:
                 and not m.get("replace_original")]
 
     def deliveries(self, lead_id: str) -> dict[str, str]:
-        items = self.boto("dynamodb").query(
-            TableName=self.info["table"], KeyConditionExpression="PK = :pk AND begins_with(SK, :p)",
-            ExpressionAttributeValues={":pk": {"S": f"LEAD#{lead_id}"}, ":p": {"S": "SEND#"}})["Items"]
-        return {it["SK"]["S"].split("#", 2)[2] + "@" + it["SK"]["S"].split("#", 2)[1]: it["status"]["S"] for it in items}
+        """"<sink>@<move id>": status, as the stack's delivery ledger holds them."""
+        from leadflow.adapters.dynamodb.ledger import DynamoDeliveryLedger
+
+        ledger = DynamoDeliveryLedger(self.info["table"], client=self.boto("dynamodb"))
+        return {f"{d['sink']}@{d['move_id']}": d["status"] for d in ledger.deliveries(lead_id)}
 
     def wait_delivered(self, lead_id: str, sinks: set[str], timeout: float = 30.0) -> dict[str, str]:
         deadline = time.monotonic() + timeout
@@ -281,7 +282,7 @@ def test_permanent_refusal_dead_letters_then_dlq_replay_delivers_once(handoff):
     replayed = subprocess.run([*cli, "replay", mine[0]["message_id"], "--data-dir", str(handoff.data)], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=60)
     assert replayed.returncode == 0, replayed.stderr
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while email not in handoff.hubspot.contacts and time.monotonic() < deadline:
         time.sleep(0.2)
 

@@ -111,3 +111,45 @@ def test_crm_outage_goes_to_the_retry_queue_and_the_retry_handler_delivers_it_on
     assert result == replayed == {"batchItemFailures": []}
     assert len(stack["slack"].messages()) == 1  # Slack was not sent again by the retry
     assert len(stack["webhook"].deliveries) == 1 and len(stack["webhook"].failed) == 1
+
+
+def test_every_sink_answering_costs_at_most_two_ledger_writes_per_move(stack, call, monkeypatch):
+    """Six sinks on, every one answering: the delivery ledger writes at most twice per
+    move (a claim of every sink, then their outcomes), counted on the ledger's client."""
+    import os
+
+    from leadflow.handlers import handoff as handoff_handler
+    from leadflow_infra.receivers import HubSpotReceiver, SalesforceReceiver
+
+    endpoint = os.environ["AWS_ENDPOINT_URL_DYNAMODB"]  # the moto server: SES and EventBridge too
+    for name in ("AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL_EVENTBRIDGE"):
+        monkeypatch.setenv(name, endpoint)
+    boto3.client("sesv2").create_email_identity(EmailIdentity="alerts@leadflow.example")
+    boto3.client("events").create_event_bus(Name="leadflow-test")
+    with HubSpotReceiver("pat-test") as hubspot, SalesforceReceiver("client", "secret") as salesforce:
+        for name, value in {"LEADFLOW_HUBSPOT_TOKEN": "pat-test", "LEADFLOW_HUBSPOT_BASE_URL": hubspot.url,
+                            "LEADFLOW_SALESFORCE_INSTANCE_URL": salesforce.url,
+                            "LEADFLOW_SALESFORCE_CLIENT_ID": "client", "LEADFLOW_SALESFORCE_CLIENT_SECRET": "secret",
+                            "LEADFLOW_SES_FROM": "alerts@leadflow.example", "LEADFLOW_SALES_EMAIL": "sales@vendor.example",
+                            "LEADFLOW_EVENT_BUS": "leadflow-test"}.items():
+            monkeypatch.setenv(name, value)
+        container.reset()
+        call("POST", "/v1/events", {"type": "form_submitted", "email": "eve@acme.io", "traits": BUYER,
+                                    "properties": {"form_kind": "demo_request"}})
+        batch = handoff_batch(stack["dynamodb"])
+        assert {s.name for s in container.handoff().sinks.values()} == {
+            "slack", "email", "webhook", "hubspot", "salesforce", "eventbridge"}
+        writes: list[str] = []
+        container.handoff().ledger.client.meta.events.register(
+            "before-call.dynamodb", lambda model, **_: writes.append(model.name)
+            if model.name in ("UpdateItem", "PutItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems") else None)
+
+        result = handoff_handler.handler(batch, Context("HandoffFunction"))
+        lead_id = batch["Records"][0]["dynamodb"]["Keys"]["PK"]["S"].removeprefix("LEAD#")
+        deliveries = container.handoff().ledger.deliveries(lead_id)
+
+    moves = sum(len(json.loads(r["dynamodb"]["NewImage"]["moves"]["S"])) for r in batch["Records"])
+    assert result == {"batchItemFailures": []}
+    assert moves >= 1 and len(writes) <= 2 * moves, writes
+    assert {d["status"] for d in deliveries} == {"sent"}
+    assert len(deliveries) == 4 * moves + 2  # every move to the four CRM sinks; the SQL to Slack and email

@@ -78,36 +78,52 @@ class MemoryStore:
 
 
 class MemoryLedger:
-    """The delivery ledger's conditional semantics, in memory."""
+    """The delivery ledger's conditional semantics, in memory. `writes` counts write
+    calls as DynamoDB bills them: one per claim_all or settle_all, whatever it covers."""
 
     def __init__(self):
         self.items = {}
         self.lock = threading.Lock()
+        self.writes = 0
 
     def claim(self, lead_id, move_id, sink, *, now, lease_seconds):
+        return self.claim_all(lead_id, move_id, [sink], now=now, lease_seconds=lease_seconds)[sink]
+
+    def claim_all(self, lead_id, move_id, sinks, *, now, lease_seconds, first=True):
         from leadflow.domain.ports import Claim
 
-        key = (lead_id, move_id, sink)
+        out = {}
         with self.lock:
-            item = self.items.get(key)
+            self.writes += 1
             epoch = now.timestamp()
-            if item is not None and item["status"] in ("sent", "dead"):
-                return Claim(Claim.DONE, item["attempts"], item["status"])
-            if item is not None and item["status"] == "sending" and item["lease_until"] >= epoch:
-                return Claim(Claim.BUSY, item["attempts"], "sending")
-            item = item or {"attempts": 0}
-            item.update(status="sending", lease_until=epoch + lease_seconds, attempts=item["attempts"] + 1)
-            self.items[key] = item
-            return Claim(Claim.GRANTED, item["attempts"])
+            for sink in sinks:
+                key = (lead_id, move_id, sink)
+                item = self.items.get(key)
+                if item is not None and item["status"] in ("sent", "dead"):
+                    out[sink] = Claim(Claim.DONE, item["attempts"], item["status"])
+                elif item is not None and item["status"] == "sending" and item["lease_until"] >= epoch:
+                    out[sink] = Claim(Claim.BUSY, item["attempts"], "sending")
+                else:
+                    item = item or {"attempts": 0}
+                    item.update(status="sending", lease_until=epoch + lease_seconds, attempts=item["attempts"] + 1)
+                    self.items[key] = item
+                    out[sink] = Claim(Claim.GRANTED, item["attempts"])
+        return out
 
     def settle(self, lead_id, move_id, sink, *, status, now, detail=None):
+        self.settle_all(lead_id, move_id, {sink: (status, detail)}, now=now)
+
+    def settle_all(self, lead_id, move_id, outcomes, *, now):
         with self.lock:
-            item = self.items.setdefault((lead_id, move_id, sink), {"attempts": 0})
-            item.update(status=status, detail=detail)
-            item.pop("lease_until", None)
+            self.writes += 1
+            for sink, (status, detail) in outcomes.items():
+                item = self.items.setdefault((lead_id, move_id, sink), {"attempts": 0})
+                item.update(status=status, detail=detail)
+                item.pop("lease_until", None)
 
     def revive(self, lead_id, move_id, sink, *, now):
         with self.lock:
+            self.writes += 1
             item = self.items.setdefault((lead_id, move_id, sink), {"attempts": 0})
             if item.get("status") == "sent":
                 return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 
 import pytest
 
@@ -18,15 +19,22 @@ BUYER = {"first_name": "Jane", "last_name": "Doe", "job_title": "VP Marketing", 
 
 
 class FakeSink:
-    def __init__(self, name: str, kind: str, script=()):
+    def __init__(self, name: str, kind: str, script=(), *, hold: threading.Event | None = None):
         self.name, self.kind = name, kind
         self.script = list(script)  # exceptions to raise, in order, before succeeding
+        self.hold = hold  # when given, each delivery waits until it is set (a receiver taking its time)
         self.delivered = []
+        self.deadlines = []
+        self.arrived = threading.Event()
 
-    def deliver(self, notice):
+    def deliver(self, notice, *, deadline=None):
+        self.deadlines.append(deadline)
+        if self.hold is not None:
+            self.hold.wait(30)
         if self.script:
             raise self.script.pop(0)
         self.delivered.append(notice)
+        self.arrived.set()
         return {"id": f"{self.name}-{len(self.delivered)}"}
 
 
@@ -211,3 +219,163 @@ def test_fan_out_stage_set_back_into_sql_in_the_crm_alerts_sales_again(rules):
     handoff.fan_out(back, back.moves)  # back into sql: a move into sql alerts
 
     assert [(n.from_stage, n.to_stage) for n in slack.delivered] == [("opportunity", "sql")]
+
+
+# -- a move's sinks together: one claim and one settle, sent at the same time ----------------
+
+SIX = (("slack", "alert"), ("email", "alert"), ("webhook", "crm"), ("hubspot", "crm"), ("salesforce", "crm"),
+       ("eventbridge", "crm"))
+
+
+def test_fan_out_six_sinks_costs_two_ledger_writes_per_move(rules):
+    sinks = [FakeSink(name, kind) for name, kind in SIX]
+    handoff, ledger, outbox, _ = make(rules, sinks)
+    lead = sql_lead(rules)
+
+    results = handoff.fan_out(lead, lead.moves)
+
+    assert len(lead.moves) == 1 and set(results.values()) == {"sent"} and len(results) == 6
+    assert ledger.writes == 2
+    assert all(len(s.delivered) == 1 for s in sinks)
+
+
+def test_fan_out_one_sink_failing_retries_that_sink_alone_with_its_own_writes(rules):
+    sinks = [FakeSink(name, kind) for name, kind in SIX]
+    sinks[3].script = [RetryableError("hubspot upsert: HTTP 503", status=503)]
+    handoff, ledger, outbox, clock = make(rules, sinks)
+    lead = sql_lead(rules)
+
+    first = handoff.fan_out(lead, lead.moves)
+    assert ledger.writes == 2
+    (message, delay), = outbox.retries
+    clock.advance(seconds=delay)
+    retried = handoff.on_retry(message)
+    again = handoff.fan_out(lead, lead.moves)  # the stream batch redelivered afterwards
+
+    assert sorted(first.values()) == ["retry"] + ["sent"] * 5
+    assert message["sink"] == "hubspot" and retried == "sent"
+    assert ledger.writes == 2 + 2 + 1  # the move, the retried sink's claim and settle, the redelivery's claim
+    assert set(again.values()) == {"already_sent"}
+    assert [len(s.delivered) for s in sinks] == [1] * 6
+    assert {d["sink"]: d["attempts"] for d in ledger.deliveries(lead.lead_id)}["hubspot"] == 2
+
+
+def test_fan_out_slow_crm_does_not_hold_the_slack_alert(rules):
+    released = threading.Event()
+    crm = FakeSink("webhook", "crm", hold=released)  # first in line: a slow receiver
+    slack = FakeSink("slack", "alert")
+    handoff, ledger, outbox, _ = make(rules, [crm, slack], RetryPolicy(attempt_seconds=30))
+    lead = sql_lead(rules)
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(handoff.fan_out(lead, lead.moves)))
+    worker.start()
+    try:
+        assert slack.arrived.wait(20), "the Slack alert waited for the CRM"
+        assert crm.delivered == [] and not results  # the CRM still has it; the move is not settled yet
+    finally:
+        released.set()
+        worker.join(30)
+
+    assert sorted(results.values()) == ["sent", "sent"]
+    assert crm.deadlines[0] == slack.deadlines[0] is not None  # one deadline for the move's sinks
+
+
+def test_fan_out_sink_ignoring_its_deadline_is_left_behind_as_a_timeout(rules):
+    stuck = threading.Event()
+    crm = FakeSink("eventbridge", "crm", hold=stuck)  # a client with no deadline of its own
+    slack = FakeSink("slack", "alert")
+    handoff, ledger, outbox, _ = make(rules, [crm, slack], RetryPolicy(attempt_seconds=0.2, grace_seconds=0.1))
+    lead = sql_lead(rules)
+    try:
+        results = handoff.fan_out(lead, lead.moves)
+    finally:
+        stuck.set()
+
+    assert results == {f"{lead.moves[0]}/eventbridge": "retry", f"{lead.moves[0]}/slack": "sent"}
+    (message, _), = outbox.retries
+    assert message["sink"] == "eventbridge" and "no answer within 0.2s" in message["last_error"]
+    statuses = {d["sink"]: d["status"] for d in ledger.deliveries(lead.lead_id)}
+    assert statuses == {"eventbridge": "failed", "slack": "sent"}
+
+
+def test_fan_out_two_invocations_of_one_move_at_once_send_each_sink_once(rules):
+    released = threading.Event()
+    sinks = [FakeSink(name, kind, hold=released) for name, kind in SIX]
+    handoff, ledger, outbox, _ = make(rules, sinks)
+    lead = sql_lead(rules)
+    results: list[dict] = []
+    workers = [threading.Thread(target=lambda: results.append(handoff.fan_out(lead, lead.moves))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    # Both invocations claim (or find claimed) before any sink answers.
+    pause = threading.Event()
+    for _ in range(400):
+        if ledger.writes >= 2:
+            break
+        pause.wait(0.05)
+    released.set()
+    for w in workers:
+        w.join(30)
+
+    assert [len(s.delivered) for s in sinks] == [1] * 6
+    outcomes = [v for r in results for v in r.values()]
+    assert outcomes.count("sent") == 6
+    assert set(outcomes) <= {"sent", "deferred", "already_sent"}
+    assert len(outbox.retries) == outcomes.count("deferred")  # the busy ones are looked at again later
+
+
+def test_fan_out_after_a_crash_between_claim_and_settle_waits_out_the_lease_then_sends_once(rules):
+    sinks = [FakeSink(name, kind) for name, kind in SIX]
+    handoff, ledger, outbox, clock = make(rules, sinks, RetryPolicy(lease_seconds=60))
+    lead = sql_lead(rules)
+    ledger.claim_all(lead.lead_id, lead.moves[0], [name for name, _ in SIX], now=NOW, lease_seconds=60)  # then died
+
+    redelivered = handoff.fan_out(lead, lead.moves)
+    assert set(redelivered.values()) == {"deferred"} and all(s.delivered == [] for s in sinks)
+    clock.advance(seconds=61)
+    retried = [handoff.on_retry(m) for m, delay in list(outbox.retries) if delay > 60]
+
+    assert retried == ["sent"] * 6
+    assert [len(s.delivered) for s in sinks] == [1] * 6
+    assert set(handoff.fan_out(lead, lead.moves).values()) == {"already_sent"}
+
+
+def test_fan_out_with_too_little_invocation_time_left_claims_nothing(rules):
+    from leadflow.usecases.handoff import OutOfTime
+
+    slack = FakeSink("slack", "alert")
+    handoff, ledger, outbox, _ = make(rules, [slack])
+    lead = sql_lead(rules)
+
+    with pytest.raises(OutOfTime):
+        handoff.fan_out(lead, lead.moves, time_left=lambda: 1.5)
+
+    assert ledger.writes == 0 and slack.delivered == [] and outbox.retries == []
+    assert set(handoff.fan_out(lead, lead.moves, time_left=lambda: 60.0).values()) == {"sent"}
+
+
+def test_fan_out_deadline_is_bounded_by_the_invocation_time_left(rules):
+    import time
+
+    slack = FakeSink("slack", "alert")
+    handoff, *_ = make(rules, [slack], RetryPolicy(attempt_seconds=30))
+    lead = sql_lead(rules)
+
+    before = time.monotonic()
+    handoff.fan_out(lead, lead.moves, time_left=lambda: 10.0)
+
+    # 10 s left, less the reserve for recording the outcome and the grace: well under 30 s.
+    assert slack.deadlines[0] - before <= 10.0 - RetryPolicy().reserve_seconds
+
+
+def test_on_retry_with_too_little_invocation_time_left_goes_back_on_the_queue(rules):
+    crm = FakeSink("webhook", "crm")
+    handoff, ledger, outbox, _ = make(rules, [crm])
+    lead = sql_lead(rules)
+    notice = handoff.notices(lead, lead.moves)[0]
+    message = {"type": RETRY_TYPE, "sink": "webhook", "attempt": 3, "notice": notice.model_dump(mode="json")}
+
+    assert handoff.on_retry(message, time_left=lambda: 0.5) == "deferred"
+
+    (again, delay), = outbox.retries
+    assert again["attempt"] == 3 and delay >= 1 and ledger.writes == 0 and crm.delivered == []

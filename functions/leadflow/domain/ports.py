@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:  # annotations only: a port does not build the models it names
     from leadflow.domain.events import AppliedEvent
@@ -71,13 +71,28 @@ class Claim:
 
 
 class DeliveryLedger(Protocol):
-    """One record per (stage move, sink): what makes each sink get each move once."""
+    """A record per (stage move, sink): what makes each sink get each move once.
+
+    A move's sinks are claimed together and settled together (`claim_all`, `settle_all`),
+    each sink keeping its own state, so a retry of one sink claims and settles that sink
+    alone."""
 
     def claim(self, lead_id: str, move_id: str, sink: str, *, now: datetime, lease_seconds: float) -> Claim: ...
+
+    def claim_all(self, lead_id: str, move_id: str, sinks: Sequence[str], *, now: datetime, lease_seconds: float,
+                  first: bool = True) -> dict[str, Claim]:
+        """One claim per sink, in as few writes as the ledger can. `first`: the move is
+        most likely new to these sinks (a stream record) rather than retried."""
+        ...
 
     def settle(self, lead_id: str, move_id: str, sink: str, *, status: str, now: datetime,
                detail: dict | None = None) -> None:
         """status: "sent", "failed" (a retry is scheduled) or "dead" (dead-lettered)."""
+        ...
+
+    def settle_all(self, lead_id: str, move_id: str, outcomes: Mapping[str, tuple[str, dict | None]], *,
+                   now: datetime) -> None:
+        """sink -> (status, detail) for sinks this caller claimed, in one write."""
         ...
 
     def revive(self, lead_id: str, move_id: str, sink: str, *, now: datetime) -> bool:
@@ -104,8 +119,9 @@ class Sink(Protocol):
     name: str
     kind: SinkKind
 
-    def deliver(self, notice: Notice) -> Receipt:
-        """One attempt. Returns a receipt or raises RetryableError / PermanentError."""
+    def deliver(self, notice: Notice, *, deadline: float | None = None) -> Receipt:
+        """One attempt, over by `deadline` (a `time.monotonic()` instant) at the latest.
+        Returns a receipt or raises RetryableError / PermanentError."""
         ...
 
 

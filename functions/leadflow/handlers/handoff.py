@@ -1,5 +1,6 @@
 """HandoffFunction: the table's stream, filtered (FilterCriteria) to lead writes that
-made stage moves (the item's `moves`); fans each move out to the sinks once."""
+made stage moves (the item's `moves`); fans each move out to the sinks once. Each
+attempt's deadline is bounded by what is left of the invocation."""
 
 import json
 
@@ -13,10 +14,18 @@ from leadflow.observability import logged_failure, logger, metrics, tracer
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: DynamoDBRecord) -> dict:
+def time_left(context):
+    """Seconds the invocation has left, as a callable; None outside Lambda."""
+    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
+        return None
+    return lambda: context.get_remaining_time_in_millis() / 1000
+
+
+def record_handler(record: DynamoDBRecord, lambda_context=None) -> dict:
     image = record.dynamodb.new_image
     with logged_failure("handoff.record_failed", record.dynamodb.sequence_number):
-        return container.handoff().fan_out(item_to_lead(image), json.loads(image["moves"]))
+        return container.handoff().fan_out(item_to_lead(image), json.loads(image["moves"]),
+                                           time_left=time_left(lambda_context))
 
 
 @logger.inject_lambda_context

@@ -1,5 +1,6 @@
 """HandoffRetryFunction: the retry queue (SQS); one delivery (one move, one sink) per
-message. Partial batch response: only what failed comes back."""
+message. Partial batch response: only what failed comes back. Each attempt's deadline
+is bounded by what is left of the invocation."""
 
 import json
 
@@ -12,9 +13,16 @@ from leadflow.observability import logged_failure, logger, metrics, tracer
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: SQSRecord) -> str:
+def time_left(context):
+    """Seconds the invocation has left, as a callable; None outside Lambda."""
+    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
+        return None
+    return lambda: context.get_remaining_time_in_millis() / 1000
+
+
+def record_handler(record: SQSRecord, lambda_context=None) -> str:
     with logged_failure("handoff.record_failed", record.message_id):
-        return container.handoff().on_retry(json.loads(record.body))
+        return container.handoff().on_retry(json.loads(record.body), time_left=time_left(lambda_context))
 
 
 @logger.inject_lambda_context

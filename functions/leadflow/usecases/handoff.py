@@ -4,7 +4,15 @@ Exactly once, in effect, per (move, sink):
 - a conditional claim in the delivery ledger comes before every send, and a sent or
   dead-lettered delivery is never claimed again, so a redelivered stream batch or
   retry message cannot send twice, and a sink that failed is retried without
-  re-sending to the sinks that succeeded;
+  re-sending to the sinks that succeeded. A move's sinks are claimed in one write
+  and their outcomes recorded in one more;
+- the sinks of a move are sent at the same time, each on a thread of its own, and
+  every attempt has a deadline (`RetryPolicy.attempt_seconds`, never more than the
+  invocation has left once the outcomes' recording is set aside): a CRM that answers
+  slowly, or a byte at a time, holds up neither the Slack alert nor the other CRMs,
+  and the move waits for it no longer than its deadline. A sink still busy at its
+  deadline (one whose client cannot be interrupted) is left behind and counts as a
+  timeout;
 - a failure the receiver may recover from is retried later through the outbox (an
   SQS queue with a delay: exponential backoff with jitter, at least the receiver's
   Retry-After), so one slow CRM never holds up the stream or other leads' alerts;
@@ -14,28 +22,30 @@ A delivery another invocation is still sending (or crashed while sending) is put
 back on the retry queue until that claim's lease runs out, never dropped. A sink
 that just gave no answer at all (timeout, connection refused or reset) is not called
 again for a few seconds: the moves meant for it go straight to the retry queue, so
-one dead receiver cannot make a batch wait out a timeout per move.
+one dead receiver cannot make a batch wait out a deadline per move.
 The one window left is a crash between a receiver accepting and the ledger saying
-so: the claim's lease then runs out and the move is sent again (at least once).
-The generic webhook carries the move's id as `webhook-id` for receivers to dedupe.
+so (at most a deadline, while the move's other sinks finish): the claim's lease then
+runs out and the move is sent again (at least once). The generic webhook carries the
+move's id as `webhook-id` for receivers to dedupe.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 from leadflow.domain.handoff import Notice, notice_for, wants
 from leadflow.domain.lead import Lead
-from leadflow.domain.ports import Claim, DeliveryLedger, Outbox
+from leadflow.domain.ports import Claim, DeliveryLedger, Outbox, Sink
 from leadflow.domain.routing import owner_by_id
 from leadflow.domain.rules import Rules
 from leadflow.observability import add, logger
 from leadflow.domain.errors import PermanentError, RetryableError
-from leadflow.domain.ports import Sink
 
 RETRY_TYPE = "leadflow.delivery"
 DEAD_TYPE = "leadflow.dead_letter"
@@ -43,6 +53,11 @@ DEAD_TYPE = "leadflow.dead_letter"
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class OutOfTime(Exception):
+    """Too little of the invocation is left to attempt a delivery and record its outcome.
+    Raised before anything is claimed: the record is tried again, nothing is lost."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,9 @@ class RetryPolicy:
     cap_seconds: float = 900.0
     lease_seconds: float = 120.0
     breaker_seconds: float = 10.0  # a sink that did not answer at all rests this long
+    attempt_seconds: float = 5.0  # one attempt of one sink, every request of it (LEADFLOW_SINK_TIMEOUT)
+    reserve_seconds: float = 2.0  # of an invocation's time, kept for recording what the sinks answered
+    grace_seconds: float = 1.0  # how long past its deadline a sink's thread is waited for
 
     def delay(self, attempt: int, retry_after: float | None = None, rand: Callable[[float, float], float] = random.uniform) -> int:
         backoff = min(self.cap_seconds, self.base_seconds * self.factor ** max(0, attempt - 1))
@@ -108,91 +126,174 @@ class Handoff:
     def notices(self, lead: Lead, move_ids: Iterable[str]) -> list[Notice]:
         return notices(lead, move_ids, self.rules)
 
-    def fan_out(self, lead: Lead, move_ids: Iterable[str]) -> dict[str, str]:
-        """Send each move to each sink that takes it. Returns "<move>/<sink>": outcome."""
+    def fan_out(self, lead: Lead, move_ids: Iterable[str], *,
+                time_left: Callable[[], float] | None = None) -> dict[str, str]:
+        """Send each move to each sink that takes it. Returns "<move>/<sink>": outcome.
+
+        Moves go one after another (a CRM sees a lead's moves in order); the sinks of a
+        move at the same time. `time_left`: seconds the invocation has left (Lambda's
+        context); with too few, OutOfTime is raised before the first claim."""
         results: dict[str, str] = {}
         for notice in self.notices(lead, move_ids):
-            for sink in self.sinks.values():
-                if wants(sink.kind, notice, self.alert_stages):
-                    results[f"{notice.move_id}/{sink.name}"] = self.attempt(sink, notice)
+            wanted = [s for s in self.sinks.values() if wants(s.kind, notice, self.alert_stages)]
+            if wanted:
+                outcome = self._deliver(notice, wanted, attempt=None, time_left=time_left)
+                results.update({f"{notice.move_id}/{name}": v for name, v in outcome.items()})
         return results
 
-    def on_retry(self, message: dict[str, Any]) -> str:
+    def on_retry(self, message: dict[str, Any], *, time_left: Callable[[], float] | None = None) -> str:
         """One retry (or replayed dead letter) message: that sink only."""
         if message.get("type") not in (RETRY_TYPE, DEAD_TYPE):
             raise ValueError(f"not a delivery message: type {message.get('type')!r}")
         notice = Notice.model_validate(message["notice"])
         name = message.get("sink")
         sink = self.sinks.get(name)
+        attempt = int(message.get("attempt") or 1)
         if sink is None:
             now = self.clock()
             self.outbox.dead_letter(dead_letter_message(notice, str(name), int(message.get("attempt", 0)),
                                                         f"sink {name!r} is not configured here", "sink_not_configured", now))
             return "dead"
-        return self.attempt(sink, notice, attempt=int(message.get("attempt") or 1))
-
-    def attempt(self, sink: Sink, notice: Notice, *, attempt: int = 1) -> str:
-        now = self.clock()
-        resting = self._resting.get(sink.name)
-        if resting is not None and resting[0] > now:
-            # The sink just failed: do not wait out another timeout, queue this move for it.
-            self.outbox.retry_later(retry_message(notice, sink.name, attempt, resting[1]),
-                                    self.policy.delay(attempt, (resting[0] - now).total_seconds()))
-            return "deferred"
-        claim = self.ledger.claim(notice.lead_id, notice.move_id, sink.name, now=now,
-                                  lease_seconds=self.policy.lease_seconds)
-        if claim.state == Claim.DONE:
-            add("DeliveryDuplicate")
-            return f"already_{claim.status}"
-        if claim.state == Claim.BUSY:
-            # Being sent by another invocation, or its sender crashed: look again after the lease.
-            self.outbox.retry_later(retry_message(notice, sink.name, attempt, "being delivered by another invocation"),
-                                    int(self.policy.lease_seconds) + 1)
-            return "deferred"
         try:
-            receipt = sink.deliver(notice)
-        except PermanentError as exc:
-            return self._dead(sink, notice, claim.attempts, exc.reason, "permanent_error")
-        except RetryableError as exc:
-            if exc.status is None:  # no answer at all (timeout, refused, reset): rest the sink
-                self._resting[sink.name] = (self.clock() + timedelta(seconds=self.policy.breaker_seconds), exc.reason)
-            return self._later(sink, notice, claim.attempts, exc.reason, exc.retry_after)
-        except Exception as exc:  # a bug or an unexpected library error: retry, keep the reason
-            logger.exception("handoff.sink_crashed", extra={"sink": sink.name, "move_id": notice.move_id})
-            return self._later(sink, notice, claim.attempts, f"internal error: {type(exc).__name__}", None)
-        self._resting.pop(sink.name, None)
-        self.ledger.settle(notice.lead_id, notice.move_id, sink.name, status="sent", now=self.clock(),
-                           detail={"attempts": claim.attempts, **(receipt or {})})
-        add("AlertDelivered" if sink.kind == "alert" else "CrmDelivered")
-        logger.info("handoff.delivered", extra={"sink": sink.name, "lead_id": notice.lead_id,
-                                                "move_id": notice.move_id, "to_stage": notice.to_stage,
-                                                "attempts": claim.attempts})
-        return "sent"
+            return self._deliver(notice, [sink], attempt=attempt, time_left=time_left)[sink.name]
+        except OutOfTime as exc:  # back on the queue as it was: failing the message would cost a receive
+            self.outbox.retry_later(retry_message(notice, sink.name, attempt, str(exc)), 1)
+            return "deferred"
 
-    def _later(self, sink: Sink, notice: Notice, attempts: int, reason: str, retry_after: float | None) -> str:
-        if attempts >= self.policy.max_attempts:
-            return self._dead(sink, notice, attempts, reason, "retries_exhausted")
-        delay = self.policy.delay(attempts, retry_after)
-        # Settle before scheduling: if scheduling fails, the record is redelivered and
-        # the delivery is claimable again (a "sending" claim would wait for its lease).
-        self.ledger.settle(notice.lead_id, notice.move_id, sink.name, status="failed", now=self.clock(),
-                           detail={"attempts": attempts, "error": reason, "retry_in_s": delay})
-        self.outbox.retry_later(retry_message(notice, sink.name, attempts + 1, reason), delay)
-        add("DeliveryRetried")
-        logger.warning("handoff.retry_scheduled", extra={"sink": sink.name, "lead_id": notice.lead_id,
-                                                         "move_id": notice.move_id, "attempts": attempts,
-                                                         "error": reason, "retry_in_s": delay})
-        return "retry"
+    # -- one move, its sinks together ----------------------------------------------------
 
-    def _dead(self, sink: Sink, notice: Notice, attempts: int, reason: str, why: str) -> str:
+    def _deliver(self, notice: Notice, sinks: Sequence[Sink], *, attempt: int | None,
+                 time_left: Callable[[], float] | None) -> dict[str, str]:
+        """Claim the sinks of one move in one write, send to them at once, record what
+        they answered in one write. `attempt`: a retry message's attempt (None: the stream)."""
+        seconds = self._attempt_seconds(time_left)
         now = self.clock()
-        self.outbox.dead_letter(dead_letter_message(notice, sink.name, attempts, reason, why, now))
-        self.ledger.settle(notice.lead_id, notice.move_id, sink.name, status="dead", now=now,
-                           detail={"attempts": attempts, "error": reason, "why": why})
-        add("DeliveryDeadLettered")
-        logger.error("handoff.dead_lettered", extra={"sink": sink.name, "lead_id": notice.lead_id,
-                                                     "move_id": notice.move_id, "attempts": attempts,
-                                                     "error": reason, "why": why})
-        return "dead"
+        results: dict[str, str] = {}
+        free = []
+        for sink in sinks:
+            resting = self._resting.get(sink.name)
+            if resting is not None and resting[0] > now:
+                # The sink just failed: do not wait out another deadline, queue this move for it.
+                self.outbox.retry_later(retry_message(notice, sink.name, attempt or 1, resting[1]),
+                                        self.policy.delay(attempt or 1, (resting[0] - now).total_seconds()))
+                results[sink.name] = "deferred"
+            else:
+                free.append(sink)
+        if not free:
+            return results
+        claims = self.ledger.claim_all(notice.lead_id, notice.move_id, [s.name for s in free], now=now,
+                                       lease_seconds=self.policy.lease_seconds, first=attempt is None)
+        granted: list[tuple[Sink, Claim]] = []
+        for sink in free:
+            claim = claims[sink.name]
+            if claim.state == Claim.DONE:
+                add("DeliveryDuplicate")
+                results[sink.name] = f"already_{claim.status}"
+            elif claim.state == Claim.BUSY:
+                # Being sent by another invocation, or its sender crashed: look again after the lease.
+                self.outbox.retry_later(retry_message(notice, sink.name, attempt or 1,
+                                                      "being delivered by another invocation"),
+                                        int(self.policy.lease_seconds) + 1)
+                results[sink.name] = "deferred"
+            else:
+                granted.append((sink, claim))
+        if granted:
+            answers = self._send_all(notice, [sink for sink, _ in granted], seconds)
+            results.update(self._record(notice, granted, answers))
+        return results
 
+    def _attempt_seconds(self, time_left: Callable[[], float] | None) -> float:
+        seconds = self.policy.attempt_seconds
+        if time_left is None:
+            return seconds
+        left = time_left() - self.policy.reserve_seconds - self.policy.grace_seconds
+        if left < min(seconds, 1.0):
+            raise OutOfTime(f"{max(0.0, time_left()):.1f}s left in the invocation: too little to deliver")
+        return min(seconds, left)
 
+    def _send_all(self, notice: Notice, sinks: Sequence[Sink], seconds: float) -> dict[str, Any]:
+        """Each sink's receipt, or the exception it raised, sending at the same time. A
+        sink not done by its deadline (and a grace) gets a RetryableError without status,
+        like any timeout; its thread is left to end on its own, and what it does then is
+        not recorded."""
+        deadline = time.monotonic() + seconds
+        answers: dict[str, Any] = {}
+        done = threading.Condition()
+
+        def deliver(sink: Sink) -> None:
+            try:
+                answer: Any = sink.deliver(notice, deadline=deadline)
+            except Exception as exc:  # classified by the caller, on its own thread
+                answer = exc
+            with done:
+                answers[sink.name] = answer
+                done.notify_all()
+
+        for sink in sinks:
+            threading.Thread(target=deliver, args=(sink,), name=f"handoff-{sink.name}", daemon=True).start()
+        give_up = deadline + self.policy.grace_seconds
+        with done:
+            while len(answers) < len(sinks) and (left := give_up - time.monotonic()) > 0:
+                done.wait(left)
+            settled = dict(answers)
+        for sink in sinks:
+            if sink.name not in settled:
+                settled[sink.name] = RetryableError(f"{sink.name}: no answer within {seconds:g}s")
+        return settled
+
+    def _record(self, notice: Notice, granted: Sequence[tuple[Sink, Claim]], answers: dict[str, Any]) -> dict[str, str]:
+        """Classify what each sink answered, then: dead letters out, every outcome in the
+        ledger in one write, retries queued. Dead letters go first (a crash after them
+        leaves the delivery claimable again, not lost); retries last (a crash before
+        them leaves it recorded as failed, so a redelivered record claims it again)."""
+        now = self.clock()
+        results: dict[str, str] = {}
+        outcomes: dict[str, tuple[str, dict | None]] = {}
+        retries: list[tuple[Sink, int, str, int]] = []
+        logs: list[tuple[str, dict]] = []
+        for sink, claim in granted:
+            answer = answers[sink.name]
+            attempts = claim.attempts
+            if not isinstance(answer, BaseException):
+                self._resting.pop(sink.name, None)
+                outcomes[sink.name] = ("sent", dict(answer or {}))
+                results[sink.name] = "sent"
+                add("AlertDelivered" if sink.kind == "alert" else "CrmDelivered")
+                logs.append(("handoff.delivered", {"sink": sink.name, "attempts": attempts}))
+                continue
+            if isinstance(answer, PermanentError):
+                reason, why, retry_after = answer.reason, "permanent_error", None
+            elif isinstance(answer, RetryableError):
+                reason, why, retry_after = answer.reason, None, answer.retry_after
+                if answer.status is None:  # no answer at all (timeout, refused, reset): rest the sink
+                    self._resting[sink.name] = (now + timedelta(seconds=self.policy.breaker_seconds), answer.reason)
+            else:  # a bug or an unexpected library error: retry, keep the reason
+                logger.error("handoff.sink_crashed", exc_info=answer,
+                             extra={"sink": sink.name, "move_id": notice.move_id})
+                reason, why, retry_after = f"internal error: {type(answer).__name__}", None, None
+            if why is None and attempts >= self.policy.max_attempts:
+                why = "retries_exhausted"
+            if why is not None:
+                self.outbox.dead_letter(dead_letter_message(notice, sink.name, attempts, reason, why, now))
+                outcomes[sink.name] = ("dead", {"error": reason, "why": why})
+                results[sink.name] = "dead"
+                add("DeliveryDeadLettered")
+                logger.error("handoff.dead_lettered", extra={"sink": sink.name, "lead_id": notice.lead_id,
+                                                             "move_id": notice.move_id, "attempts": attempts,
+                                                             "error": reason, "why": why})
+                continue
+            delay = self.policy.delay(attempts, retry_after)
+            outcomes[sink.name] = ("failed", {"error": reason, "retry_in_s": delay})
+            retries.append((sink, attempts, reason, delay))
+            results[sink.name] = "retry"
+        self.ledger.settle_all(notice.lead_id, notice.move_id, outcomes, now=self.clock())
+        for sink, attempts, reason, delay in retries:
+            self.outbox.retry_later(retry_message(notice, sink.name, attempts + 1, reason), delay)
+            add("DeliveryRetried")
+            logger.warning("handoff.retry_scheduled", extra={"sink": sink.name, "lead_id": notice.lead_id,
+                                                             "move_id": notice.move_id, "attempts": attempts,
+                                                             "error": reason, "retry_in_s": delay})
+        for event, extra in logs:
+            logger.info(event, extra={**extra, "lead_id": notice.lead_id, "move_id": notice.move_id,
+                                      "to_stage": notice.to_stage})
+        return results

@@ -19,8 +19,9 @@ def stage_gsi_sk(entered_at_iso: str, lead_id: str) -> str:
     return f"{entered_at_iso}#{lead_id}"
 
 
-def send_sk(move_id: str, sink: str) -> str:
-    return f"SEND#{move_id}#{sink}"
+def delivery_sk(move_id: str) -> str:
+    """The delivery ledger's item of one move (every sink's state in it)."""
+    return f"SEND#{move_id}"
 
 
 def counter_pk(name: str) -> str:

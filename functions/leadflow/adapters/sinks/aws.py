@@ -3,19 +3,29 @@ failures classified as the handoff needs them."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from leadflow.adapters.sinks.http import clip
 from leadflow.domain.errors import PermanentError, RetryableError
 
 
+_CLIENTS = threading.Lock()
+
+
 def single_attempt_client(service: str) -> Any:
-    """A boto3 client that tries once and gives up quickly: retries belong to the dispatcher."""
+    """A boto3 client that tries once and gives up quickly: retries belong to the dispatcher.
+
+    The SDK bounds each socket operation, not a whole call; the handoff stops waiting for
+    a sink at the attempt's deadline whatever its client does. Clients are made one at
+    a time: the sinks of a move are delivered on threads, and building clients from
+    boto3's default session on two threads at once is not safe."""
     import boto3
     from botocore.config import Config
 
     config = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3, read_timeout=10)
-    return boto3.client(service, config=config)
+    with _CLIENTS:
+        return boto3.client(service, config=config)
 
 
 def call_aws(what: str, call: Any, retryable_codes: frozenset[str]) -> Any:

@@ -42,10 +42,10 @@ class WebhookSink:
         self.timeout = timeout
         self.clock = clock
 
-    def deliver(self, notice: Notice) -> Receipt:
+    def deliver(self, notice: Notice, *, deadline: float | None = None) -> Receipt:
         body = encode(move_document(notice))
         answer = send("POST", self.url, body.encode("ascii"), self.headers(notice.move_id, body),
-                      self.timeout, what="webhook")
+                      self.timeout, what="webhook", deadline=deadline)
         raise_for(answer, "webhook")
         return {"status": answer.status}
 

@@ -37,7 +37,7 @@ class EventBridgeSink:
         self.bus = bus
         self._client = client
 
-    def deliver(self, notice: Notice) -> Receipt:
+    def deliver(self, notice: Notice, *, deadline: float | None = None) -> Receipt:
         entry = {
             "Source": SOURCE,
             "DetailType": DETAIL_TYPE,

@@ -24,7 +24,7 @@ from leadflow.domain.handoff import Notice, SinkKind
 from leadflow.domain.lead import stage_rank
 from leadflow.domain.errors import PermanentError
 from leadflow.domain.ports import Receipt
-from leadflow.adapters.sinks.http import clip, raise_for, send
+from leadflow.adapters.sinks.http import clip, deadline_after, raise_for, send
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 
@@ -54,13 +54,14 @@ class HubSpotSink:
         # A custom map overrides stage by stage; None for a stage leaves lifecyclestage alone.
         self.lifecycle_map: dict[str, str | None] = {**DEFAULT_LIFECYCLE_MAP, **(lifecycle_map or {})}
 
-    def deliver(self, notice: Notice) -> Receipt:
+    def deliver(self, notice: Notice, *, deadline: float | None = None) -> Receipt:
         if not notice.email:
             return {"skipped": "no email"}
+        until = deadline_after(self.timeout, deadline)  # both requests of a move share one attempt's time
         properties = self.properties(notice)
         if properties.get("lifecyclestage") and self.moves_back(notice):
-            self._upsert(notice.email, {"lifecyclestage": ""}, what="hubspot clear lifecyclestage")
-        result = self._upsert(notice.email, properties, what="hubspot upsert")
+            self._upsert(notice.email, {"lifecyclestage": ""}, what="hubspot clear lifecyclestage", deadline=until)
+        result = self._upsert(notice.email, properties, what="hubspot upsert", deadline=until)
         return {"contact_id": str(result.get("id")), "created": bool(result.get("new", False))}
 
     def properties(self, notice: Notice) -> dict[str, str]:
@@ -84,7 +85,8 @@ class HubSpotSink:
     def moves_back(notice: Notice) -> bool:
         return notice.from_stage is not None and stage_rank(notice.to_stage) < stage_rank(notice.from_stage)
 
-    def _upsert(self, email: str, properties: dict[str, str], *, what: str) -> dict[str, Any]:
+    def _upsert(self, email: str, properties: dict[str, str], *, what: str, deadline: float | None = None,
+                ) -> dict[str, Any]:
         body = {"inputs": [{"idProperty": "email", "id": email, "properties": {**properties, "email": email}}]}
         headers = {
             "Authorization": f"Bearer {self.token}",
@@ -92,7 +94,7 @@ class HubSpotSink:
             "Accept": "application/json",
         }
         answer = send("POST", self.base_url + UPSERT_PATH, json.dumps(body).encode(), headers, self.timeout,
-                      what=what)
+                      what=what, deadline=deadline)
         raise_for(answer, what, detail=_error_detail(answer.json()) if not answer.ok else None)
         document = answer.json() or {}
         results = document.get("results") or []

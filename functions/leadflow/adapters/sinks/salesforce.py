@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from leadflow.domain.handoff import Notice, SinkKind
 from leadflow.domain.errors import PermanentError, RetryableError
 from leadflow.domain.ports import Receipt
-from leadflow.adapters.sinks.http import Response, clip, raise_for, retry_after, send
+from leadflow.adapters.sinks.http import Response, clip, deadline_after, raise_for, retry_after, send
 
 NOT_PROVIDED = "[not provided]"  # LastName and Company are required on a Lead
 
@@ -64,11 +64,12 @@ class SalesforceSink:
         self._session: tuple[str, str] | None = None  # (access token, instance URL to call)
         self._lock = threading.Lock()
 
-    def deliver(self, notice: Notice) -> Receipt:
+    def deliver(self, notice: Notice, *, deadline: float | None = None) -> Receipt:
+        until = deadline_after(self.timeout, deadline)  # a token fetch and the upsert share one attempt's time
         path = (f"/services/data/{self.api_version}/sobjects/Lead/"
                 f"{urllib.parse.quote(self.external_id_field, safe='')}/{urllib.parse.quote(notice.lead_id, safe='')}")
         body = json.dumps(self.fields(notice)).encode()
-        answer = self._api("PATCH", path, body, what="salesforce upsert")
+        answer = self._api("PATCH", path, body, what="salesforce upsert", deadline=until)
         document = answer.json() if answer.body else None
         receipt: Receipt = {"created": answer.status == 201}
         if isinstance(document, dict):
@@ -104,13 +105,13 @@ class SalesforceSink:
 
     # ------------------------------------------------------------ HTTP with the token
 
-    def _api(self, method: str, path: str, body: bytes, *, what: str) -> Response:
-        token, base = self._token()
-        answer = self._send(method, base + path, body, token, what)
+    def _api(self, method: str, path: str, body: bytes, *, what: str, deadline: float | None = None) -> Response:
+        token, base = self._token(deadline)
+        answer = self._send(method, base + path, body, token, what, deadline)
         if answer.status == 401:  # expired or revoked session: one new token, one more try
             self._forget(token)
-            token, base = self._token()
-            answer = self._send(method, base + path, body, token, what)
+            token, base = self._token(deadline)
+            answer = self._send(method, base + path, body, token, what, deadline)
         if answer.status == 300:
             raise PermanentError(f"{what}: HTTP 300: several Leads have this {self.external_id_field}", status=300)
         if not answer.ok:
@@ -121,15 +122,16 @@ class SalesforceSink:
             raise_for(answer, what, detail=f"{code}: {message}" if code else (message or None))
         return answer
 
-    def _send(self, method: str, url: str, body: bytes, token: str, what: str) -> Response:
+    def _send(self, method: str, url: str, body: bytes, token: str, what: str,
+              deadline: float | None = None) -> Response:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                    "Accept": "application/json"}
-        return send(method, url, body, headers, self.timeout, what=what)
+        return send(method, url, body, headers, self.timeout, what=what, deadline=deadline)
 
-    def _token(self) -> tuple[str, str]:
+    def _token(self, deadline: float | None = None) -> tuple[str, str]:
         with self._lock:
             if self._session is None:
-                self._session = self._fetch_token()
+                self._session = self._fetch_token(deadline)
             return self._session
 
     def _forget(self, token: str) -> None:
@@ -137,12 +139,13 @@ class SalesforceSink:
             if self._session and self._session[0] == token:
                 self._session = None
 
-    def _fetch_token(self) -> tuple[str, str]:
+    def _fetch_token(self, deadline: float | None = None) -> tuple[str, str]:
         what = "salesforce token"
         form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": self.client_id,
                                        "client_secret": self.client_secret}).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
-        answer = send("POST", self.instance_url + "/services/oauth2/token", form, headers, self.timeout, what=what)
+        answer = send("POST", self.instance_url + "/services/oauth2/token", form, headers, self.timeout, what=what,
+                      deadline=deadline)
         if not answer.ok:
             document = answer.json()
             detail = None

@@ -41,7 +41,7 @@ class EmailSink:
         self.configuration_set = configuration_set
         self._client = client
 
-    def deliver(self, notice: Notice) -> Receipt:
+    def deliver(self, notice: Notice, *, deadline: float | None = None) -> Receipt:
         recipient = (notice.owner.email if notice.owner else None) or self.fallback_recipient
         if not recipient:
             return {"skipped": "no owner email and no fallback recipient"}

@@ -4,29 +4,27 @@ Incoming webhooks answer 200 "ok" or a plain-text error: 4xx such as `invalid_pa
 `no_text`, `invalid_blocks`, `channel_not_found`, `invalid_token`, `no_service` can
 never succeed on retry; 429 (with Retry-After) and 5xx can. `post` is reused for
 response_url updates (the decided card) and SLA escalations, so every Slack message is
-classified the same way. The SDK's own retry handlers are disabled: the dispatcher owns
-retries, and a hidden second attempt would double-post an alert.
+classified the same way. A post is one JSON POST through the HTTP sinks' own `send`
+(adapters/sinks/http.py), so it has the same deadline for the whole request, no
+redirect followed and no hidden second attempt: the dispatcher owns retries, and a
+retry inside one attempt would double-post an alert.
 """
 
 from __future__ import annotations
 
-import http.client
-import logging
+import json
 from datetime import datetime
-import urllib.error
 from typing import Any, Iterable
 
 from leadflow.domain.handoff import Notice, SinkKind
 from leadflow.domain.errors import PermanentError
 from leadflow.domain.ports import Receipt, SalesAction
-from leadflow.adapters.sinks.http import Response, clip, raise_for, transport_error
+from leadflow.adapters.sinks.http import Response, deadline_after, raise_for, send
 from leadflow.adapters.sinks.slack_blocks import (
     alert_message, decided_message, escalation_message, rules_summary_message,
 )
 
-# The SDK logs request bodies (names, emails) at DEBUG; its logger is pinned above that.
-_SDK_LOGGER = logging.getLogger("leadflow.adapters.sinks.slack_sdk")
-_SDK_LOGGER.setLevel(logging.WARNING)
+USER_AGENT = "leadflow"
 
 
 class SlackSink:
@@ -40,8 +38,9 @@ class SlackSink:
         self.timeout = timeout
         self.reject_reasons = tuple(reject_reasons)
 
-    def deliver(self, notice: Notice) -> Receipt:
-        post(self.webhook_url, alert_message(notice, self.reject_reasons), self.timeout)
+    def deliver(self, notice: Notice, *, deadline: float | None = None) -> Receipt:
+        post(self.webhook_url, alert_message(notice, self.reject_reasons), self.timeout,
+             deadline=deadline_after(self.timeout, deadline))
         return {"posted": True}  # incoming webhooks answer "ok" and no message id
 
     def __repr__(self) -> str:  # the URL is a credential
@@ -120,24 +119,16 @@ def mention(person: Any, audience: str) -> str | None:
     return "<!here>" if audience == "manager" else None
 
 
-def post(url: str, message: dict[str, Any], timeout: float = 5.0) -> None:
-    """One POST of a full message dict to an incoming webhook or a response_url.
+def post(url: str, message: dict[str, Any], timeout: float = 5.0, *, deadline: float | None = None) -> None:
+    """One POST of a full message dict to an incoming webhook or a response_url, over in
+    `timeout` seconds (or by `deadline`, a `time.monotonic()` instant, if sooner).
     Returns on 2xx; raises RetryableError / PermanentError otherwise."""
-    from slack_sdk.errors import SlackRequestError
-    from slack_sdk.webhook import WebhookClient
-
     if not url:
         raise PermanentError("slack: no webhook URL configured")
-    client = WebhookClient(url, timeout=timeout, retry_handlers=[], logger=_SDK_LOGGER)  # type: ignore[arg-type]
-    try:
-        answer = client.send_dict(message)
-    except SlackRequestError as error:  # a URL the SDK refuses (not http/https)
-        raise PermanentError(f"slack: {clip(str(error), 80)}") from error
-    except urllib.error.URLError as error:
-        raise transport_error("slack", error.reason, timeout) from error
-    except (OSError, http.client.HTTPException) as error:  # timeouts and resets are OSErrors
-        raise transport_error("slack", error, timeout) from error
-    classify(answer.status_code, answer.headers, answer.body)
+    body = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    answer = send("POST", url, body, {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT},
+                  timeout, what="slack", deadline=deadline)
+    classify(answer.status, answer.headers, answer.body)
 
 
 def classify(status: int, headers: Any, body: str | bytes | None) -> None:
