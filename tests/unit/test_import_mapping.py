@@ -363,7 +363,8 @@ def test_rows_the_client_rejects(tmp_path):
         "Email", "email: empty; a row without an email cannot be imported")
     with pytest.raises(RowRejected) as caught:
         m.map_row(2, cells(Email="not an email"), now=NOW)
-    assert (caught.value.field, caught.value.reason) == ("Email", "email: not an email address")
+    assert (caught.value.field, caught.value.reason) == (
+        "Email", "email: not an email address: An email address must have an @-sign.")
     with pytest.raises(RowRejected) as caught:
         m.map_row(2, cells(Prospect_ID=" "), now=NOW)
     assert caught.value.field == "Prospect ID"

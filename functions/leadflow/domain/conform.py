@@ -11,6 +11,7 @@ from typing import Any
 
 from leadflow.domain.errors import InvalidInput
 from leadflow.domain.events import CanonicalEvent
+from leadflow.domain.inputs import storable_number
 from leadflow.domain.rules import Rules
 
 _RANGE = re.compile(r"^\s*(\d[\d,.]*)\s*(?:-|–|to)\s*(\d[\d,.]*)\s*$")
@@ -22,6 +23,9 @@ _FALSE = frozenset({"false", "no", "n", "0", "off"})
 def _finite(number: float, where: str) -> float:
     if not math.isfinite(number):
         raise InvalidInput(f"{where}: NaN and infinities are not numbers", field=where)
+    if not storable_number(number):
+        raise InvalidInput(f"{where}: {number:g} is outside the numbers that can be stored (1e-130 to 1e126)",
+                           field=where)
     return number
 
 
@@ -35,6 +39,8 @@ def as_number(value: Any, where: str) -> int | float:
     if isinstance(value, bool):
         raise InvalidInput(f"{where}: expected a number, not true/false", field=where)
     if isinstance(value, int):
+        if not storable_number(value):
+            raise InvalidInput(f"{where}: more than 38 digits cannot be stored", field=where)
         return value
     if isinstance(value, float):
         return _integral(_finite(value, where))

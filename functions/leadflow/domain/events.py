@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
+import unicodedata
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator,
+                      model_validator)
 
 from leadflow.domain.errors import InvalidInput
+from leadflow.domain.inputs import Unstorable, check_identity, check_text, storable_number, utc_in_range
 
 EventType = Literal[
     "form_submitted",
@@ -32,17 +34,22 @@ _TYPE_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
 FORM_KINDS = ("newsletter", "content_download", "webinar", "contact_request", "demo_request", "trial_signup")
 
-# Deliberately plain: one @, no spaces, a dot in the domain. Deliverability is not our job.
-_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
+
 def _scalar(value: Any) -> Any:
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
+    if isinstance(value, str):
+        return check_text(value)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("NaN and infinities are not numbers")
+        if not storable_number(value):
+            raise ValueError(f"{value:.3g} is outside the numbers that can be stored (at most 38 digits, 1e-130 to 1e126)")
         return value
+    if isinstance(value, Unstorable):
+        raise ValueError(value.reason)
     raise ValueError(f"expected text, a number, true/false or null, not {type(value).__name__}")
 
 
@@ -59,11 +66,33 @@ def _scalar_or_list(value: Any) -> Any:
 # and every test at once.
 Scalar = Annotated[Any, PlainValidator(_scalar)]
 ScalarOrList = Annotated[Any, PlainValidator(_scalar_or_list)]
+# Text a person wrote (reasons, names of who did something): no control characters.
+Text = Annotated[str, AfterValidator(check_text)]
+# An identifier (event ids, visitor ids, keys): nothing invisible either.
+Identity = Annotated[str, AfterValidator(check_identity)]
+# A point in time: in UTC, from 1970 on.
+Timestamp = Annotated[datetime, AfterValidator(utc_in_range)]
 
 
 def normalise_email(raw: str) -> str:
-    """One email, one lead: case and surrounding whitespace never split a person in two."""
-    return raw.strip().lower()
+    """One email, one lead: case, surrounding whitespace and compatibility forms (full-width
+    letters, ligatures) never split a person in two."""
+    return unicodedata.normalize("NFKC", raw).strip().lower()
+
+
+def valid_email(raw: str) -> str:
+    """`raw` normalised, or ValueError saying why it is not one visible email address.
+    Characters nobody sees (zero-width, bidirectional overrides, byte order marks, controls)
+    are refused rather than dropped: dropped, they would make two leads of one address.
+    The syntax check is email-validator's (no DNS lookup: deliverability is not ours)."""
+    email = check_identity(normalise_email(raw))
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not an email address: {exc}") from None
+    return email
 
 
 def email_domain(email: str | None) -> str | None:
@@ -75,32 +104,18 @@ class CanonicalEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    event_id: str | None = Field(default=None, min_length=1, max_length=200)
+    event_id: Identity | None = Field(default=None, min_length=1, max_length=200)
     type: str = Field(pattern=_TYPE_NAME)  # built in or declared by the rules (checked against them)
-    occurred_at: datetime | None = None
+    occurred_at: Timestamp | None = None
     email: str | None = Field(default=None, max_length=254)
-    anonymous_id: str | None = Field(default=None, min_length=1, max_length=200)
+    anonymous_id: Identity | None = Field(default=None, min_length=1, max_length=200)
     properties: dict[str, ScalarOrList] = Field(default_factory=dict, max_length=100)
     traits: dict[str, Scalar] = Field(default_factory=dict, max_length=100)
 
     @field_validator("email")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = normalise_email(value)
-        if not _EMAIL.match(value):
-            raise ValueError("not an email address")
-        return value
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        return None if value is None else valid_email(value)
 
     @field_validator("traits", "properties")
     @classmethod
@@ -108,6 +123,10 @@ class CanonicalEvent(BaseModel):
         for key, item in value.items():
             if not key or len(key) > 100:
                 raise ValueError(f"key {key[:40]!r} must be 1 to 100 characters")
+            try:
+                check_identity(key)
+            except ValueError as exc:
+                raise ValueError(f"key {key[:40]!r} {exc}") from None
             if isinstance(item, str) and len(item) > 2000:
                 raise ValueError(f"value of {key!r} is longer than 2000 characters")
         return value
@@ -203,4 +222,5 @@ def validated(model: Any, payload: Any, *, what: str = "the body") -> Any:
 
 
 def parse_event(payload: Any) -> CanonicalEvent:
+    """`payload` (parsed JSON, or a dict a mapping built) as a canonical event, or InvalidInput."""
     return validated(CanonicalEvent, payload, what="an event")

@@ -16,7 +16,8 @@ from leadflow.domain.forms import is_bot, to_event
 from leadflow.routes.forms import parse_form_body
 from leadflow.routes.webhooks import raw_body
 from leadflow.domain.errors import BadRequest, InvalidInput, LeadflowError, NotFound, PayloadTooLarge, Unauthorized
-from leadflow.domain.events import normalise_email, parse_event, validated, validation_details
+from leadflow.domain.events import Identity, Text, Timestamp, normalise_email, parse_event, validated, valid_email, validation_details
+from leadflow.domain.inputs import parse_json, utc_in_range
 from leadflow.observability import add, logger, mask_email
 from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, settings
 
@@ -55,10 +56,7 @@ def _json_body() -> Any:
     text = _body_text()
     if not text.strip():
         raise BadRequest("empty body; expected JSON", field="body")
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise BadRequest(f"malformed JSON: {exc}", field="body") from None
+    return parse_json(text)
 
 
 @app.get("/healthz")
@@ -82,15 +80,15 @@ def healthz() -> Response:
 class PublishRules(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    source: str = Field(min_length=1, description="the rules file's YAML")
-    by: str = Field(default="api", min_length=1, max_length=100, description="who publishes (shown in the history)")
+    source: Text = Field(min_length=1, description="the rules file's YAML")
+    by: Text = Field(default="api", min_length=1, max_length=100, description="who publishes (shown in the history)")
     announce: bool = Field(default=False, description="alert sales one by one for the moves the publish causes")
 
 
 class RollbackRules(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    by: str = Field(default="api", min_length=1, max_length=100)
+    by: Text = Field(default="api", min_length=1, max_length=100)
     to: int | None = Field(default=None, ge=1, description="the version number (seq) to return to; default the previous")
     announce: bool = False
 
@@ -165,10 +163,7 @@ def post_webhook(source: str) -> Response:
             return _json(200, {"ok": True, "ignored": True})
         return _json(200, container.sales_actions().take(pressed))
     msg_id = _verify_standard_webhook(body, headers, settings().webhook_secret("generic"))
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        raise BadRequest(f"malformed JSON: {exc}", field="body") from None
+    payload = parse_json(body)
     items = payload if isinstance(payload, list) else [payload]
     if not items or len(items) > MAX_EVENTS_PER_DELIVERY:
         raise InvalidInput(f"a delivery carries 1 to {MAX_EVENTS_PER_DELIVERY} events", field="body")
@@ -208,9 +203,9 @@ MAX_IMPORT_ROWS = 50
 class ImportOutcome(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
-    result: str = Field(min_length=1, max_length=20)
-    at: datetime | None = None
-    reason: str | None = Field(default=None, max_length=200)
+    result: Identity = Field(min_length=1, max_length=20)
+    at: Timestamp | None = None
+    reason: Text | None = Field(default=None, max_length=200)
     value: float | None = None
 
 
@@ -220,12 +215,12 @@ class ImportRowBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     row: int = Field(ge=0)
-    key: str = Field(min_length=1, max_length=300)
+    key: Identity = Field(min_length=1, max_length=300)
     events: list[dict[str, Any]] = Field(min_length=1, max_length=20)
-    stage: str | None = Field(default=None, max_length=40)
-    stage_at: datetime | None = None
+    stage: Identity | None = Field(default=None, max_length=40)
+    stage_at: Timestamp | None = None
     outcome: ImportOutcome | None = None
-    owner: str | None = Field(default=None, max_length=200)
+    owner: Text | None = Field(default=None, max_length=200)
 
 
 @app.post("/v1/import")
@@ -235,7 +230,10 @@ def post_import() -> Response:
     is durable; re-sending the same rows changes nothing."""
     from leadflow.usecases.imports import ImportRow
 
-    body = _json_body()
+    text = _body_text()
+    if not text.strip():
+        raise BadRequest("empty body; expected JSON", field="body")
+    body = parse_json(text, numbers=False)  # a number that cannot be stored rejects its row, not the batch
     rows = body.get("rows") if isinstance(body, dict) else None
     if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_IMPORT_ROWS:
         raise InvalidInput(f"rows: send 1 to {MAX_IMPORT_ROWS} rows as {{\"rows\": [...]}}", field="rows")
@@ -271,11 +269,7 @@ def post_import() -> Response:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    from datetime import timezone
-
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return None if value is None else utc_in_range(value)
 
 
 @app.get("/v1/leads")
@@ -283,6 +277,10 @@ def find_lead() -> Response:
     email = (app.current_event.query_string_parameters or {}).get("email")
     if not email or not email.strip():
         raise InvalidInput("email: query parameter email is required", field="email")
+    try:
+        email = valid_email(email)
+    except ValueError as exc:
+        raise InvalidInput(f"email: {exc}", field="email") from None
     svc = container.service()
     return _json(200, svc.view(svc.get_by_email(email)))
 
@@ -296,9 +294,9 @@ def get_lead(lead_id: str) -> Response:
 class Feedback(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    action: str = Field(min_length=1, max_length=40)
-    reason: str | None = Field(default=None, max_length=200)
-    by: str | None = Field(default=None, max_length=200)
+    action: Identity = Field(min_length=1, max_length=40)
+    reason: Text | None = Field(default=None, max_length=200)
+    by: Text | None = Field(default=None, max_length=200)
 
 
 @app.post("/v1/leads/<lead_id>/feedback")
@@ -330,13 +328,11 @@ def funnel() -> Response:
 def _iso_date(value: str | None, name: str):
     if not value:
         return None
-    from datetime import datetime, timezone
-
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{name}: not an ISO date or date-time", field=name) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return utc_in_range(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError as exc:
+        reason = str(exc) if str(exc).startswith("is ") else "is not an ISO date or date-time"
+        raise InvalidInput(f"{name}: {reason}", field=name) from None
 
 
 def _log_applied(result, source: str) -> None:

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
 
-from leadflow.domain.errors import BadRequest, InvalidInput, UnsupportedMediaType
+from leadflow.domain.errors import InvalidInput, UnsupportedMediaType
+from leadflow.domain.inputs import parse_json, parse_urlencoded
 
 
 def parse_form_body(body: str, content_type: str) -> dict[str, Any]:
@@ -15,15 +15,9 @@ def parse_form_body(body: str, content_type: str) -> dict[str, Any]:
         if kind == "" and body.lstrip().startswith("{"):
             kind = "application/json"
         else:
-            pairs = parse_qs(body, keep_blank_values=True, strict_parsing=False)
-            return {k: v[-1] for k, v in pairs.items()}
+            return {k: v[-1] for k, v in parse_urlencoded(body).items()}
     if kind == "application/json":
-        import json
-
-        try:
-            data = json.loads(body or "null")
-        except ValueError as exc:
-            raise BadRequest(f"malformed JSON: {exc}", field="body") from None
+        data = parse_json(body or "null")
         if not isinstance(data, dict):
             raise InvalidInput("a form post must be a JSON object of fields", field="body")
         return data

@@ -9,11 +9,11 @@ and mapped (422 when it is no payload that vendor sends); then the items are app
 from __future__ import annotations
 
 import base64
-import json
 import time
 from typing import Any, Callable
 
 from leadflow.domain.errors import BadRequest, InvalidInput, Unauthorized
+from leadflow.domain.inputs import parse_json
 from leadflow.observability import count, logger
 from leadflow.usecases.vendor_webhooks import VendorWebhooks
 
@@ -63,10 +63,10 @@ def handle(source: str, event: dict[str, Any], *, service: Any, secret: str | No
         logger.warning("webhook.refused", extra={"source": source, "reason": exc.reason})
         raise Unauthorized(f"{source} signature: {exc.reason}") from None
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        payload = parse_json(body)
+    except BadRequest:
         count("WebhookRejected", source=source, reason="malformed")
-        raise BadRequest(f"malformed JSON: {exc}", field="body") from None
+        raise
     try:
         items = map_delivery(source, payload, service.rules)
     except PayloadError as exc:

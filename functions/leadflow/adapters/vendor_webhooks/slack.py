@@ -8,10 +8,8 @@ is parsed before the signature passes.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable
-from urllib.parse import parse_qs
 
 from leadflow.domain.errors import BadRequest, Unauthorized
 from leadflow.domain.ports import SalesAction
@@ -51,14 +49,12 @@ def parse(body: str) -> SalesAction | None:
     (choosing a reject reason in the menu, other apps' actions)."""
     from leadflow.adapters.sinks.slack_blocks import parse_action_value
 
-    fields = parse_qs(body, keep_blank_values=True)
-    raw = (fields.get("payload") or [None])[0]
+    from leadflow.domain.inputs import parse_json, parse_urlencoded
+
+    raw = (parse_urlencoded(body).get("payload") or [None])[0]
     if raw is None:
         raise BadRequest("Slack interaction without a payload field", field="payload")
-    try:
-        payload = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"payload is not JSON: {exc}", field="payload") from None
+    payload = parse_json(raw, field="payload")
     if not isinstance(payload, dict) or payload.get("type") != "block_actions":
         return None
     actions = payload.get("actions") or []
