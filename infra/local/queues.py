@@ -10,7 +10,9 @@ and are left out.
 
 :class:`QueueSnapshot` saves what is still in the queues (dead letters above
 all) to ``<data_dir>/sqs.json`` next to the table snapshot, so a restart of
-``leadflow serve`` does not lose them.
+``leadflow serve`` does not lose them. The stack now journals every queue change as it
+happens (:mod:`~leadflow_infra.local.persist`); this file is read once, when a data
+directory kept by snapshots is first started with the journal.
 """
 
 from __future__ import annotations
@@ -260,8 +262,8 @@ def peek_messages(name: str, *, region: str, account_id: str = ACCOUNT_ID) -> li
         return None
 
 
-def _attributes_from_json(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Saved message attributes → send_message's: binary values back to bytes."""
+def message_attributes_from_json(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Saved message attributes → send_message's (and moto's): binary values back to bytes."""
     out: dict[str, dict[str, Any]] = {}
     for name, value in attributes.items():
         attribute = dict(value)
@@ -281,7 +283,7 @@ def _attributes_from_json(attributes: Mapping[str, Any]) -> dict[str, dict[str, 
 def _send_entry(index: int, message: Mapping[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {"Id": f"m{index}", "MessageBody": message["body"], "DelaySeconds": 0}
     if message.get("attributes"):
-        entry["MessageAttributes"] = _attributes_from_json(message["attributes"])
+        entry["MessageAttributes"] = message_attributes_from_json(message["attributes"])
     if message.get("group_id"):
         entry["MessageGroupId"] = message["group_id"]
         entry.pop("DelaySeconds")  # FIFO queues take no per-message delay

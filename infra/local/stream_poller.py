@@ -53,9 +53,14 @@ properties; the constructor's defaults are AWS's defaults):
   per-key order is the same either way).
 
 Shards are read one after another, each in sequence order; a closed shard's
-children are adopted from their beginning. When the poller stops while a batch is
-being retried, the batch goes to the on-failure destination, condition
-``Shutdown`` (a local condition: the stream position is not kept across restarts).
+children are adopted from their beginning. After every read whose records are all
+handled (delivered, filtered out or sent to the on-failure destination), the poller
+reports its position to ``on_checkpoint(shard_id, sequence_number)``; the stack keeps
+it, and a restart resumes after it (``start("AFTER_SEQUENCE_NUMBER", seq)``), as
+Lambda resumes a shard from its checkpoint. When the poller stops while a batch is
+being retried, a ``resumable`` poller leaves the batch (and the rest of that read) to
+the next start; otherwise the batch goes to the on-failure destination, condition
+``Shutdown`` (a local condition).
 
 The default on-failure destination is a JSON-lines file standing in for the SQS
 dead-letter queue: one line per discarded batch, in the shape Lambda sends to
@@ -84,6 +89,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leadflow_infra.local.journal import secure_directory
 from leadflow_infra.local.persist import attributes_to_json
 from leadflow_infra.local.poller import Poller
 
@@ -156,8 +162,11 @@ class DeadLetterFile:
     def __call__(self, records: list[Record], info: dict[str, Any]) -> None:
         line = json.dumps({**info, "records": records}, default=str, separators=(",", ":"))
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
+            secure_directory(self.path.parent)
+            # The records hold people's data: the file is its owner's only (0600).
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.chmod(self.path, 0o600)  # one written before files were kept private
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -226,6 +235,8 @@ class StreamPoller(Poller):
         idle_poll_interval: float = 0.1,
         record_filter: Callable[[Mapping[str, Any]], bool] | None = None,
         on_failure: OnFailure | None = None,
+        on_checkpoint: Callable[[str, str], None] | None = None,
+        resumable: bool = False,
         function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:leadflow-event-log",
         forget_iterator: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -268,12 +279,15 @@ class StreamPoller(Poller):
         self._retry_max_delay = retry_max_delay
         self._filter = record_filter
         self._on_failure = on_failure
+        self._on_checkpoint = on_checkpoint
+        self._resumable = bool(resumable)
         self._function_arn = function_arn
         self._forget_iterator = forget_iterator
         self._clock = clock
 
         self._iterators: dict[str, str] = {}
         self._last_seq: dict[str, str] = {}
+        self._checkpointed: dict[str, str] = {}
         self._closed_shards: set[str] = set()
         self._lanes: ThreadPoolExecutor | None = None
 
@@ -291,23 +305,29 @@ class StreamPoller(Poller):
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def start(self, position: str = "LATEST") -> None:
+    def start(self, position: str = "LATEST", sequence_number: str | None = None) -> None:
         """Position on every open shard (synchronously), then poll in a thread.
 
-        ``LATEST`` skips everything already in the stream (for instance the
-        INSERTs produced by loading persisted items); ``TRIM_HORIZON`` replays it.
+        ``LATEST`` skips everything already in the stream; ``TRIM_HORIZON`` replays
+        it; ``AFTER_SEQUENCE_NUMBER`` with ``sequence_number`` resumes after a kept
+        checkpoint (the local stream has one shard).
         """
         if self._thread is not None:
             raise RuntimeError("poller already started")
+        if (position == "AFTER_SEQUENCE_NUMBER") != (sequence_number is not None):
+            raise ValueError("AFTER_SEQUENCE_NUMBER takes a sequence_number, and only it does")
         for shard in self._describe_shards():
             shard_id = shard["ShardId"]
             if "EndingSequenceNumber" in shard.get("SequenceNumberRange", {}):
                 if position == "LATEST":
                     self._closed_shards.add(shard_id)
                     continue
-            self._iterators[shard_id] = self._client.get_shard_iterator(
-                StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType=position
-            )["ShardIterator"]
+            kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard_id,
+                                      "ShardIteratorType": position}
+            if sequence_number is not None:
+                kwargs["SequenceNumber"] = sequence_number
+                self._last_seq[shard_id] = self._checkpointed[shard_id] = sequence_number
+            self._iterators[shard_id] = self._client.get_shard_iterator(**kwargs)["ShardIterator"]
         if self._parallelization > 1:
             self._lanes = ThreadPoolExecutor(self._parallelization, thread_name_prefix="leadflow-stream-lane")
         self._start_thread()
@@ -416,9 +436,22 @@ class StreamPoller(Poller):
             found = True
             if records and self._batching_window > 0:
                 records = self._gather(shard_id, records)
-            if records:
-                self._dispatch(shard_id, records)
+            if records and not self._dispatch(shard_id, records):
+                return True  # stopping with records left: the next start delivers them
+            self._checkpoint(shard_id)
         return found
+
+    def _checkpoint(self, shard_id: str) -> None:
+        """Everything read from the shard so far is handled: report the position."""
+        position = self._last_seq.get(shard_id)
+        if self._on_checkpoint is None or position is None or self._checkpointed.get(shard_id) == position:
+            return
+        try:
+            self._on_checkpoint(shard_id, position)
+        except Exception:
+            logger.exception("could not keep the stream position %s; its records may be delivered again", position)
+            return
+        self._checkpointed[shard_id] = position
 
     def _gather(self, shard_id: str, records: list[Record]) -> list[Record]:
         """Read the shard again until the batch is full or the batching window has passed."""
@@ -435,22 +468,24 @@ class StreamPoller(Poller):
 
     # -- delivering ----------------------------------------------------------------
 
-    def _dispatch(self, shard_id: str, records: list[Record]) -> None:
-        """Split the records into lanes and deliver every lane (concurrently when several)."""
+    def _dispatch(self, shard_id: str, records: list[Record]) -> bool:
+        """Split the records into lanes and deliver every lane (concurrently when several).
+
+        Returns whether every record was handled (False: stopped with some left)."""
         lanes: dict[int, list[Record]] = {}
         for record in records:
             lanes.setdefault(lane_of(record, self._parallelization, self._partition_key), []).append(record)
+        # Lists, not generators: every lane is delivered (or waited for) before answering.
         if len(lanes) == 1 or self._lanes is None:
-            for lane_records in lanes.values():
-                self._deliver_lane(shard_id, lane_records)
-            return
+            return all([self._deliver_lane(shard_id, lane_records) for lane_records in lanes.values()])
         futures = [self._lanes.submit(self._deliver_lane, shard_id, lane) for _, lane in sorted(lanes.items())]
-        for future in futures:
-            future.result()
+        return all([future.result() for future in futures])
 
-    def _deliver_lane(self, shard_id: str, records: list[Record]) -> None:
+    def _deliver_lane(self, shard_id: str, records: list[Record]) -> bool:
         for start in range(0, len(records), self._batch_size):
-            self._deliver(shard_id, records[start : start + self._batch_size])
+            if not self._deliver(shard_id, records[start : start + self._batch_size]):
+                return False
+        return True
 
     def _invoke(self, batch: list[Record]) -> tuple[set[str] | None, str | None]:
         """Invoke once; return (failed sequence numbers, or None for the whole batch; function error)."""
@@ -485,11 +520,12 @@ class StreamPoller(Poller):
         limit = STREAM_RETENTION if self._max_record_age is None else min(self._max_record_age, STREAM_RETENTION)
         return self._clock() - float(created) > limit
 
-    def _deliver(self, shard_id: str, batch: list[Record]) -> None:
+    def _deliver(self, shard_id: str, batch: list[Record]) -> bool:
         """Deliver one batch with retries, bisection, record age and the on-failure destination.
 
         Work is a queue of segments (records, retries used, invocations so far),
-        worked front first, so records are invoked in stream order.
+        worked front first, so records are invoked in stream order. Returns False when a
+        ``resumable`` poller stopped with records of the batch not handled.
         """
         segments: deque[tuple[list[Record], int, int]] = deque([(batch, 0, 0)])
         while segments:
@@ -528,6 +564,10 @@ class StreamPoller(Poller):
                 continue
             retries += 1
             exhausted = self._max_retries is not None and retries > self._max_retries
+            if not exhausted and self._stop.is_set() and self._resumable:
+                logger.warning("stopping with a stream batch from sequence %s not delivered; the next start "
+                               "delivers it", records[0]["dynamodb"]["SequenceNumber"])
+                return False
             if exhausted or self._stop.is_set():
                 condition = "RetryAttemptsExhausted" if exhausted else "Shutdown"
                 self._dead_letter(shard_id, records, invokes, condition, function_error)
@@ -544,6 +584,7 @@ class StreamPoller(Poller):
             )
             self._stop.wait(delay)
             segments.appendleft((records, retries, invokes))
+        return True
 
     def _dead_letter(
         self, shard_id: str, records: list[Record], invokes: int, condition: str, function_error: str | None

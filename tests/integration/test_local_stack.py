@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -502,7 +503,7 @@ def test_restart_on_same_data_dir_restores_items_without_redelivering_them(make_
     assert first.drain(10)
     first.stop()
     assert first.saved_items == 2
-    assert (data_dir / "dynamodb.json").exists()
+    assert (data_dir / "leadflow.db").exists()
 
     second_stream = FakeStream()
     second = make_stack(stream=second_stream, data_dir=data_dir)
@@ -517,18 +518,19 @@ def test_restart_on_same_data_dir_restores_items_without_redelivering_them(make_
     assert second_stream.delivered() == ["LEAD#2"]
 
 
-def test_periodic_snapshot_after_a_change_saves_without_a_stop(make_stack, tmp_path):
+def kept_items(data_dir: Path) -> list[dict[str, Any]]:
+    """The items the running (or stopped) stack's store holds on disk, read beside it."""
+    with sqlite3.connect(data_dir / "leadflow.db") as db:
+        return [json.loads(item) for (item,) in db.execute("SELECT item FROM items")]
+
+
+def test_a_change_is_on_disk_when_its_call_returns_without_a_stop(make_stack, tmp_path):
     data_dir = tmp_path / "periodic"
     stack = make_stack(data_dir=data_dir, snapshot_every=0.2)
 
     stack.client().put_item(TableName=TABLE, Item=lead_item("1"))
-    assert stack.drain(10)
-    deadline = time.monotonic() + 5
-    while not (data_dir / "dynamodb.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
 
-    saved = json.loads((data_dir / "dynamodb.json").read_text())
-    assert saved["tables"][TABLE] == [lead_item("1")]
+    assert kept_items(data_dir) == [lead_item("1")]
 
 
 def test_no_persist_starts_empty_and_writes_no_snapshot(make_stack, tmp_path):
@@ -539,7 +541,7 @@ def test_no_persist_starts_empty_and_writes_no_snapshot(make_stack, tmp_path):
 
     second = make_stack(data_dir=data_dir, persist=False)
 
-    assert not (data_dir / "dynamodb.json").exists()
+    assert not (data_dir / "leadflow.db").exists()
     assert second.client().scan(TableName=TABLE)["Count"] == 0
 
 
@@ -630,7 +632,7 @@ def test_serve_command_runs_real_handlers_until_sigterm_then_exits_zero_and_save
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # start-up on a loaded machine; the loop ends at the first 200
         status = None
         while time.monotonic() < deadline and process.poll() is None:
             try:
@@ -660,5 +662,4 @@ def test_serve_command_runs_real_handlers_until_sigterm_then_exits_zero_and_save
 
     assert process.returncode == 0, err
     assert f"http://127.0.0.1:{port}" in out
-    saved = json.loads((data_dir / "dynamodb.json").read_text())
-    assert saved["tables"][TABLE], "the event's lead was not saved"
+    assert kept_items(data_dir), "the event's lead was not saved"
