@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run the Lambda handlers on an embedded DynamoDB endpoint: an HTTP gateway for the API, "
             "a poller feeding the table's stream to the stream handler, and the scheduled jobs. "
-            "GET /healthz answers 200 when everything is ready. Ctrl-C or SIGTERM stops it and "
-            "saves the tables."
+            "GET /healthz answers 200 when everything is ready. Every write is on disk before it is "
+            "answered (a journal in the data directory), so even kill -9 loses nothing acknowledged; "
+            "Ctrl-C or SIGTERM stops it cleanly."
         ),
     )
     serve.add_argument("--port", type=_port, default=8080, help="gateway port (default 8080; 0 picks a free one)")
@@ -104,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="look for a published rules version to re-score leads by every SECONDS (default: JobsFunction's "
              "schedule in template.yaml, every minute)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="let pages of ORIGIN (e.g. https://www.example.com, https://*, *) call the API from the browser; "
+             "repeat for several (default: $LEADFLOW_CORS_ORIGINS, comma-separated, else the template's "
+             "CorsOrigins). Methods, headers and max age are the template's HttpApi CorsConfiguration",
     )
     noise = serve.add_mutually_exclusive_group()
     noise.add_argument("--quiet", action="store_true", help="only warnings and errors, no access log")
@@ -418,9 +428,21 @@ def serve_command(args: argparse.Namespace) -> int:
                   f"(`leadflow rules check {rules_path}` prints the same)", file=sys.stderr, flush=True)
             return 2
 
+    cors_origins = args.cors_origin if args.cors_origin is not None else os.environ.get("LEADFLOW_CORS_ORIGINS")
+    if cors_origins is not None:
+        from leadflow_infra.local.cors import template_cors
+        from leadflow_infra.template import resolve_template
+
+        try:
+            template_cors(resolve_template(), origins=cors_origins)
+        except ValueError as exc:
+            print(f"leadflow: not starting: {exc}", file=sys.stderr, flush=True)
+            return 2
+
     stack = LocalStack(
         host=args.host,
         port=args.port,
+        cors_origins=cors_origins,
         data_dir=args.data_dir,
         persist=not args.no_persist,
         rescore_every=args.rescore_every,
@@ -434,7 +456,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
     def request_stop(signum: int, _frame: Any) -> None:
         if stop_requested.is_set():
-            print("leadflow: stopping immediately, nothing saved", file=sys.stderr, flush=True)
+            print("leadflow: stopping immediately (every acknowledged write is already on disk)",
+                  file=sys.stderr, flush=True)
             os._exit(1)
         stop_requested.set()
 

@@ -12,13 +12,15 @@ parallelization, partial batch responses, FilterCriteria), its ``SQS`` mappings
 schedules (expression, time zone, Input). Keyword arguments left at None take the
 template's value; a value given overrides it, for every mapping it applies to.
 
-Start order: moto → environment → tables and queues → snapshot load → handlers →
-pollers (stream pollers positioned at the stream's end, so loaded items are not
-re-delivered, whatever ``StartingPosition`` says: the local stream is new at every
-start and holds only the load's INSERTs) → scheduler → periodic snapshot → gateway → `<data-dir>/stack.json`
-(where `leadflow dlq` finds the queues). Stop runs it backwards: the gateway stops
-accepting, the pollers drain, the scheduler stops, the snapshot is written, moto
-stops and the environment is restored.
+Start order: moto → environment → tables and queues → the durable store (the
+journal's items, queued messages and unhandled stream records put back; from then on
+every change is on disk before its answer: :mod:`~leadflow_infra.local.persist`) →
+handlers → pollers (each stream consumer resumes after its kept position, whatever
+``StartingPosition`` says; a consumer the store does not know starts at the stream's
+end) → scheduler → gateway → `<data-dir>/stack.json` (where `leadflow dlq` finds the
+queues). Stop runs it backwards: the gateway stops accepting, the pollers drain, the
+scheduler stops, the store folds its journal and closes, moto stops and the
+environment is restored.
 
 A stream mapping's on-failure destination is the JSON-lines file
 ``<data-dir>/stream-dlq.jsonl`` (with the records themselves), not the template's
@@ -38,10 +40,12 @@ from typing import Any
 from leadflow_infra.local.atomic import make_dynamodb_atomic
 from leadflow_infra.local.fast_moto import make_moto_fast
 from leadflow_infra.local.filters import compile_filters
+from leadflow_infra.local.cors import template_cors
 from leadflow_infra.local.gateway import Gateway
 from leadflow_infra.local.invoke import ACCOUNT_ID, LambdaContext, LocalFunction
 from leadflow_infra.local.moto_server import MotoServer, forget_shard_iterator
-from leadflow_infra.local.persist import PeriodicDump, Snapshot, write_json
+from leadflow_infra.local.persist import Durability, Snapshot, write_json
+from leadflow_infra.local.persist import install as persist_install
 from leadflow_infra.local.stream_poller import DeadLetterFile, OnFailure, StreamPoller
 from leadflow_infra.local.queues import Queue, QueueSnapshot, create_queues, template_queues
 from leadflow_infra.local.queue_poller import SqsPoller
@@ -111,6 +115,11 @@ class LocalStack:
     a callable (or None, no filter) replaces it for every stream mapping.
     ``retry_base_delay`` and ``poll_interval`` are the pollers' own (Lambda's
     backoff and polling rate are not configurable).
+
+    ``persist`` keeps the tables, the queues' messages and the stream consumers'
+    positions in ``data_dir`` (every change on disk before its answer: see
+    :mod:`~leadflow_infra.local.persist`); ``snapshot_every`` is how often, at most, the
+    journal is folded into its database (0: at stop only).
     """
 
     def __init__(
@@ -147,6 +156,7 @@ class LocalStack:
         drain_timeout: float = 10.0,
         verbose: bool = False,
         access_log: bool = True,
+        cors_origins: str | list[str] | None = None,
     ) -> None:
         self._specs = {"api": api, "stream": stream, "jobs": jobs, "handoff": handoff, "handoff_retry": handoff_retry}
         self.host = host
@@ -179,6 +189,7 @@ class LocalStack:
         self._drain_timeout = drain_timeout
         self.verbose = verbose
         self._access_log = access_log
+        self._cors_origins = cors_origins  # the template's CorsOrigins when None
 
         self.moto = MotoServer(host="127.0.0.1")
         self.functions: dict[str, LocalFunction] = {}
@@ -187,14 +198,12 @@ class LocalStack:
         self.retry_poller: SqsPoller | None = None
         self.queue_pollers: dict[str, SqsPoller] = {}
         self.queues: dict[str, Queue] = {}
-        self.queue_snapshot: QueueSnapshot | None = None
         self.scheduler: Scheduler | None = None
         self.gateway: Gateway | None = None
-        self.snapshot: Snapshot | None = None
+        self.store: Durability | None = None
         self.stream_arn: str | None = None
         self.loaded_items = 0
         self.saved_items: int | None = None
-        self._periodic: PeriodicDump | None = None
         self._tables_ready = False
         self._saved_env: dict[str, str | None] = {}
         self._started = False
@@ -262,7 +271,10 @@ class LocalStack:
 
     @property
     def snapshot_path(self) -> Path:
-        return self.data_dir / "dynamodb.json"
+        """Where the tables, queues and stream positions are kept (the journal's database)."""
+        from leadflow_infra.local.journal import DB_NAME
+
+        return self.data_dir / DB_NAME
 
     @property
     def dead_letter_path(self) -> Path:
@@ -279,6 +291,8 @@ class LocalStack:
             "poller": self.poller is not None and self.poller.running if "stream" in self.functions else self._started,
             "scheduler": self.scheduler is not None and self.scheduler.ready,
         }
+        if self.persist:
+            health["store"] = self.store is not None and self.store.healthy
         if "handoff" in self.functions:
             health["handoff_poller"] = "handoff" in self.pollers and self.pollers["handoff"].running
         if "handoff_retry" in self.functions:
@@ -310,9 +324,10 @@ class LocalStack:
         return self.scheduler.run_now(job)
 
     def dump(self) -> int:
-        """Write the snapshot now (also when persistence is off: an explicit request)."""
-        snapshot = self.snapshot or Snapshot(self._dynamodb_client(), self.data_dir, [self.table_name])
-        return snapshot.dump()
+        """Export every item to ``<data-dir>/dynamodb.json`` now (an explicit request: the
+        store keeps every change as it happens; a later start imports such a file once, when
+        the data directory has no store yet). Returns the number of items written."""
+        return Snapshot(self._dynamodb_client(), self.data_dir, [self.table_name]).dump()
 
     def client(self, service: str = "dynamodb") -> Any:
         """A boto3 client pointed at the embedded endpoint."""
@@ -352,6 +367,8 @@ class LocalStack:
         make_dynamodb_atomic()
         # A Scan page costs the page, not the table (moto sorts the table for every page).
         make_moto_fast()
+        # Journal what the lock serialises; stream reads wait for it; no empty partitions.
+        persist_install()
         self.moto.start()
         self.moto.reset()
         self._set_environment()
@@ -366,16 +383,23 @@ class LocalStack:
         self._create_queues()
         self._prepare_sinks()
 
+        self.store = Durability(
+            data_dir=self.data_dir if self.persist else None,
+            table=self.table_name,
+            queues=[queue.name for queue in self.queues.values()],
+            region=self.region,
+            account_id=ACCOUNT_ID,
+            compact_every=self._snapshot_every,
+        )
+        self.store.start(import_queues=self._import_queue_snapshot if self.queues else None)
+        self.loaded_items = self.store.loaded_items
         if self.persist:
-            self.snapshot = Snapshot(dynamodb, self.data_dir, [self.table_name])
-            self.loaded_items = self.snapshot.load()
-            if self.queues:
-                self.queue_snapshot = QueueSnapshot(self.client("sqs"), self.data_dir, self.queues, region=self.region)
-                self.queue_snapshot.load()
+            # The directory is ours now (the store locks it). A stack killed without a stop left
+            # its stack.json behind: nobody is to talk to that endpoint any more.
+            self.info_path.unlink(missing_ok=True)
 
         specs = self._attach_handlers()
 
-        # Positioned now, after the load: the INSERTs it produced are behind the iterator.
         on_failure = self._on_stream_failure or DeadLetterFile(self.dead_letter_path)
         partition_key = _hash_key(properties)
         for role, spec in specs.items():
@@ -384,6 +408,7 @@ class LocalStack:
                 if source.table != TABLE_RESOURCE:
                     raise ValueError(f"{spec.logical_id}.{source.name}: the local stack only has the stream of "
                                      f"{TABLE_RESOURCE}, not {source.table or 'a literal ARN'}")
+                consumer = f"{spec.logical_id}.{source.name}"
                 record_filter = self._record_filter
                 if record_filter == FROM_TEMPLATE:
                     record_filter = compile_filters(source.filter_criteria)
@@ -399,11 +424,13 @@ class LocalStack:
                     partition_key=partition_key,
                     retry_base_delay=self._retry_base_delay,
                     poll_interval=self._poll_interval,
+                    on_checkpoint=self._position_keeper(consumer),
+                    resumable=self.persist,
                     **self.stream_options(source),
                 )
-                # Always the stream's end, whatever StartingPosition says: moto's stream is new
-                # at every start and holds only the snapshot load's INSERTs, which are no changes.
-                poller.start("LATEST")
+                # After its kept position (a restart delivers what it had not handled), or, for
+                # a consumer new to this data directory, the stream's end.
+                poller.start("AFTER_SEQUENCE_NUMBER", self.store.consumer_start(consumer))
                 self.pollers[role if len(streams) == 1 else f"{role}:{source.name}"] = poller
             for source in (source for source in spec.queues if source.enabled):
                 queue = self.queues.get(source.queue or "")
@@ -431,10 +458,6 @@ class LocalStack:
         self.scheduler = Scheduler(self.functions.get("jobs"), jobs)
         self.scheduler.start()
 
-        if self.persist and self.snapshot is not None and self._snapshot_every > 0:
-            self._periodic = PeriodicDump(self.snapshot, self._change_token, self._snapshot_every)
-            self._periodic.start()
-
         self.gateway = Gateway(
             self.functions["api"],
             host=self.host,
@@ -442,10 +465,21 @@ class LocalStack:
             health=self.health,
             account_id=ACCOUNT_ID,
             access_log=self._access_log,
+            cors=template_cors(self.template, origins=self._cors_origins),
         )
         self.gateway.start()
         self._write_info()
         logger.info("local stack ready at %s (DynamoDB endpoint %s)", self.gateway.url, self.moto.url)
+
+    def _position_keeper(self, consumer: str) -> Callable[[str, str], None]:
+        """The stream poller's ``on_checkpoint`` for ``consumer``: the store keeps its position."""
+        store = self.store
+        assert store is not None
+        return lambda _shard_id, sequence_number: store.checkpoint(consumer, sequence_number)
+
+    def _import_queue_snapshot(self) -> int:
+        """A data directory's ``sqs.json`` from before the journal, sent back to its queues."""
+        return QueueSnapshot(self.client("sqs"), self.data_dir, self.queues, region=self.region).load()
 
     def _create_queues(self) -> None:
         """The template's SQS queues (the handoff's retry and dead-letter queues), and
@@ -558,13 +592,6 @@ class LocalStack:
     def _dynamodb_client(self) -> Any:
         return self.client("dynamodb")
 
-    def _change_token(self) -> tuple[int, int, int]:
-        return (
-            self.gateway.mutating_requests if self.gateway else 0,
-            self.poller.stats["records_seen"] if self.poller else 0,
-            sum(self.scheduler.runs.values()) if self.scheduler else 0,
-        )
-
     # -- stop ----------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -580,20 +607,16 @@ class LocalStack:
             if not drained:
                 logger.warning("%s stream not fully drained within %.0fs", role, self._drain_timeout)
         for name, queue_poller in self.queue_pollers.items():
-            # Delayed retries stay queued (and are saved with the snapshot).
+            # Delayed retries stay queued (the store keeps them).
             self._quietly(lambda queue_poller=queue_poller: queue_poller.stop(0), f"{name} poller")
         if self.scheduler is not None:
             self._quietly(self.scheduler.stop, "scheduler")
-        if self._periodic is not None:
-            self._quietly(self._periodic.stop, "periodic snapshot")
-            self._periodic = None
-        if self.persist and self.snapshot is not None and self._tables_ready:
+        if self.store is not None:
             try:
-                self.saved_items = self.snapshot.dump()
+                self.saved_items = self.store.stop()
             except Exception:
-                logger.exception("could not save the tables to %s", self.snapshot_path)
-            if self.queue_snapshot is not None:
-                self._quietly(self.queue_snapshot.dump, "queue snapshot")
+                logger.exception("could not close the store in %s", self.snapshot_path)
+            self.store = None
         self._tables_ready = False
         if self.moto.running:
             self._quietly(self.moto.reset, "moto reset")

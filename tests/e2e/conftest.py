@@ -78,7 +78,7 @@ def serving(data: Path, env: dict[str, str], *args: str):
                                 stderr=subprocess.STDOUT, text=True)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while True:
                 try:
                     with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:

@@ -36,7 +36,7 @@ def demo() -> subprocess.CompletedProcess[str]:
         env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=900,  # a safety net, not a speed test: a loaded 2-core machine is slow
     )
 
 

@@ -57,7 +57,7 @@ UNION_FILE = FUNCTIONS_DIR / "requirements.txt"
 FORBIDDEN = {
     "leadflow_infra", "infra", "tests", "bench", "moto", "werkzeug", "flask", "flask_cors", "pytest", "_pytest",
     "hypothesis", "cfnlint", "importlinter", "grimp", "ruff", "responses", "docker", "rich", "sklearn",
-    "boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3",
+    "boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3", "uvicorn", "h11",
 }
 CRYPTO = {"cryptography", "cffi", "_cffi_backend", "pycparser"}
 ECDSA_VERIFIERS = {"ApiFunction"}  # adapters/vendor_webhooks/signatures.py: SendGrid's signatures
@@ -691,9 +691,9 @@ REACHED = {
     "ApiFunction": {"aws_lambda_powertools", "pydantic", "pydantic_core", "yaml", "tzdata", "slack_sdk",
                     "standardwebhooks", "cryptography"},
     "EventLogFunction": {"aws_lambda_powertools", "pydantic", "pydantic_core"},
-    "HandoffFunction": {"aws_lambda_powertools", "pydantic", "yaml", "tzdata", "slack_sdk", "standardwebhooks"},
-    "HandoffRetryFunction": {"aws_lambda_powertools", "pydantic", "yaml", "tzdata", "slack_sdk", "standardwebhooks"},
-    "JobsFunction": {"aws_lambda_powertools", "pydantic", "yaml", "tzdata", "slack_sdk"},
+    "HandoffFunction": {"aws_lambda_powertools", "pydantic", "yaml", "tzdata", "standardwebhooks"},
+    "HandoffRetryFunction": {"aws_lambda_powertools", "pydantic", "yaml", "tzdata", "standardwebhooks"},
+    "JobsFunction": {"aws_lambda_powertools", "pydantic", "yaml", "tzdata"},
 }
 ENDPOINT = "botocore.exceptions.EndpointConnectionError"  # DynamoDB, on the closed port
 REFUSED = "leadflow.domain.errors.RetryableError"  # a sink's connection refused
@@ -743,7 +743,7 @@ def run_problems(function: str, result: dict, artifact: Path, runtime_dir: Path)
         if len((batch.get("value") or {}).get("batchItemFailures", [])) != 1:
             found.append(f"the batch should report its one record failed: {batch}")
     if function in ("HandoffFunction", "HandoffRetryFunction"):
-        # Slack (slack_sdk) and the signed CRM webhook (standardwebhooks) get as far as the network.
+        # Slack and the signed CRM webhook (standardwebhooks) get as far as the network.
         expected.update({"deliver:slack": REFUSED, "deliver:webhook": REFUSED})
     for name, wanted in expected.items():
         if outcome(steps.get(name)) != wanted:
