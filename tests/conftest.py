@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -41,3 +42,15 @@ def rules_with(raw_rules: dict, **sections):
             node = node.setdefault(key, {})
         node[last] = value
     return parse_rules(data)
+
+
+def wait_until(condition, timeout: float = 20.0, interval: float = 0.1):
+    """Poll `condition` until it returns something truthy (returned) or `timeout` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_until  # noqa: F401 - the e2e tests import it from here
+
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "e2e-key"
 GENERIC_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -105,13 +107,3 @@ def stack(tmp_path_factory):
         yield Client(base, data=data)
 
 
-def wait_until(condition, timeout: float = 20.0, interval: float = 0.1):
-    """Poll `condition` until it returns something truthy (returned) or `timeout` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)

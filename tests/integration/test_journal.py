@@ -9,6 +9,7 @@ tests/e2e/test_crash.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,14 @@ import pytest
 from leadflow_infra.local import atomic
 from leadflow_infra.local.journal import DB_NAME, Journal, JournalError, key_text
 from leadflow_infra.local.persist import BASE_SEQUENCE
-from leadflow_infra.local.stream_poller import is_lead_record
-from leadflow_infra.local.tables import template_table_properties
 
-from tests.integration.test_local_stack import TABLE, FakeApi, FakeStream, lead_item
+from tests.integration.test_local_stack import TABLE, FakeStream, lead_item
+from tests.integration.test_local_stack import make_stack, table_properties  # noqa: F401 - fixtures used here
+from tests.conftest import wait_until as _wait_until
+
+wait_until = functools.partial(_wait_until, interval=0.02)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition, timeout: float = 20.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def item(pk: str, **extra: Any) -> tuple[str, str, str, dict[str, Any]]:
@@ -225,20 +216,10 @@ def test_a_file_that_is_not_a_store_is_refused_not_overwritten(tmp_path):
 
 
 @pytest.fixture
-def stack_on(tmp_path, start_stack):
-    def start(data_dir: Path, **options: Any):
-        options.setdefault("api", FakeApi())
-        options.setdefault("stream", FakeStream())
-        options.setdefault("jobs", None)
-        options.setdefault("handoff", None)
-        options.setdefault("handoff_retry", None)
-        options.setdefault("record_filter", is_lead_record)
-        options.setdefault("table_properties", template_table_properties("LeadsTable"))
-        options.setdefault("retry_base_delay", 0.01)
-        options.setdefault("poll_interval", 0.02)
-        return start_stack(data_dir=data_dir, **options)
-
-    return start
+def stack_on(make_stack):  # noqa: F811 - the fixture imported above
+    """`make_stack` on a data directory of the test's choosing (several stacks, one after
+    another, on copies of one directory)."""
+    return lambda data_dir, **options: make_stack(data_dir=data_dir, **options)
 
 
 def crash_copy(stack, target: Path) -> Path:

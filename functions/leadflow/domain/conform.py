@@ -5,13 +5,12 @@ silent zero or a 500 later."""
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 from leadflow.domain.errors import InvalidInput
 from leadflow.domain.events import CanonicalEvent
-from leadflow.domain.inputs import storable_number
+from leadflow.domain.inputs import number_problem
 from leadflow.domain.rules import Rules
 
 _RANGE = re.compile(r"^\s*(\d[\d,.]*)\s*(?:-|–|to)\s*(\d[\d,.]*)\s*$")
@@ -20,12 +19,10 @@ _TRUE = frozenset({"true", "yes", "y", "1", "on"})
 _FALSE = frozenset({"false", "no", "n", "0", "off"})
 
 
-def _finite(number: float, where: str) -> float:
-    if not math.isfinite(number):
-        raise InvalidInput(f"{where}: NaN and infinities are not numbers", field=where)
-    if not storable_number(number):
-        raise InvalidInput(f"{where}: {number:g} is outside the numbers that can be stored (1e-130 to 1e126)",
-                           field=where)
+def _storable(number: int | float, where: str) -> int | float:
+    problem = number_problem(number)
+    if problem:
+        raise InvalidInput(f"{where}: {problem}", field=where)
     return number
 
 
@@ -39,11 +36,9 @@ def as_number(value: Any, where: str) -> int | float:
     if isinstance(value, bool):
         raise InvalidInput(f"{where}: expected a number, not true/false", field=where)
     if isinstance(value, int):
-        if not storable_number(value):
-            raise InvalidInput(f"{where}: more than 38 digits cannot be stored", field=where)
-        return value
+        return _storable(value, where)
     if isinstance(value, float):
-        return _integral(_finite(value, where))
+        return _integral(_storable(value, where))
     if isinstance(value, str):
         text = value.strip()
         m = _RANGE.match(text) or _PLUS.match(text)
@@ -53,7 +48,7 @@ def as_number(value: Any, where: str) -> int | float:
             number = float(text.replace(",", ""))
         except (ValueError, OverflowError):
             raise InvalidInput(f"{where}: not a number ({value[:40]!r})", field=where) from None
-        return _integral(_finite(number, where))
+        return _integral(_storable(number, where))
     raise InvalidInput(f"{where}: expected a number", field=where)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import unicodedata
 import uuid
 from datetime import datetime, timedelta
@@ -14,7 +13,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidat
                       model_validator)
 
 from leadflow.domain.errors import InvalidInput
-from leadflow.domain.inputs import Unstorable, check_identity, check_text, storable_number, utc_in_range
+from leadflow.domain.inputs import Unstorable, check_identity, check_text, number_problem, utc_in_range
 
 EventType = Literal[
     "form_submitted",
@@ -43,10 +42,9 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, str):
         return check_text(value)
     if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("NaN and infinities are not numbers")
-        if not storable_number(value):
-            raise ValueError(f"{value:.3g} is outside the numbers that can be stored (at most 38 digits, 1e-130 to 1e126)")
+        problem = number_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
     if isinstance(value, Unstorable):
         raise ValueError(value.reason)

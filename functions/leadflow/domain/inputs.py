@@ -31,6 +31,10 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn"})  # control, lone surrog
 _INVISIBLE_CATEGORIES = _UNSAFE_CATEGORIES | {"Cf", "Zl", "Zp"}  # + format (zero-width, bidi, BOM), separators
 
 
+_NOT_NUMBERS = "NaN and infinities are not numbers"
+_OUT_OF_RANGE = f"is outside the numbers that can be stored (at most {MAX_DIGITS} digits, magnitude 1e-130 to 1e126)"
+
+
 class Unstorable:
     """A JSON number DynamoDB cannot store (or NaN, Infinity), kept as its literal until
     its field is known: it is refused there, naming the field."""
@@ -43,9 +47,8 @@ class Unstorable:
     @property
     def reason(self) -> str:
         if self.literal.lstrip("-") in ("NaN", "Infinity"):
-            return f"{self.literal}: NaN and infinities are not numbers"
-        return (f"{self.literal[:40]} is outside the numbers that can be stored "
-                f"(at most {MAX_DIGITS} digits, magnitude 1e-130 to 1e126)")
+            return f"{self.literal}: {_NOT_NUMBERS}"
+        return f"{self.literal[:40]} {_OUT_OF_RANGE}"
 
 
 def _integer(literal: str) -> int | Unstorable:
@@ -107,6 +110,14 @@ def storable_number(value: int | float) -> bool:
         return False
     magnitude = abs(value)
     return magnitude == 0 or MIN_MAGNITUDE <= magnitude < MAX_MAGNITUDE
+
+
+def number_problem(value: int | float) -> str | None:
+    """Why DynamoDB cannot store `value` ("NaN and infinities are not numbers", "1e+200 is
+    outside…"), or None when it can."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NOT_NUMBERS
+    return None if storable_number(value) else f"{value:.3g} {_OUT_OF_RANGE}"
 
 
 def _describe(char: str) -> str:

@@ -52,11 +52,11 @@ def _body_text() -> str:
         raise BadRequest("body is not valid UTF-8", field="body") from None
 
 
-def _json_body() -> Any:
+def _json_body(*, numbers: bool = True) -> Any:
     text = _body_text()
     if not text.strip():
         raise BadRequest("empty body; expected JSON", field="body")
-    return parse_json(text)
+    return parse_json(text, numbers=numbers)
 
 
 @app.get("/healthz")
@@ -230,10 +230,7 @@ def post_import() -> Response:
     is durable; re-sending the same rows changes nothing."""
     from leadflow.usecases.imports import ImportRow
 
-    text = _body_text()
-    if not text.strip():
-        raise BadRequest("empty body; expected JSON", field="body")
-    body = parse_json(text, numbers=False)  # a number that cannot be stored rejects its row, not the batch
+    body = _json_body(numbers=False)  # a number that cannot be stored rejects its row, not the batch
     rows = body.get("rows") if isinstance(body, dict) else None
     if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_IMPORT_ROWS:
         raise InvalidInput(f"rows: send 1 to {MAX_IMPORT_ROWS} rows as {{\"rows\": [...]}}", field="rows")
