@@ -207,6 +207,7 @@ class LocalStack:
         self._tables_ready = False
         self._saved_env: dict[str, str | None] = {}
         self._started = False
+        self._published = False
 
     # -- what the template says ------------------------------------------------------
 
@@ -293,6 +294,8 @@ class LocalStack:
         }
         if self.persist:
             health["store"] = self.store is not None and self.store.healthy
+        # Ready means reachable the way the CLI reaches it: through stack.json.
+        health["published"] = self._published
         if "handoff" in self.functions:
             health["handoff_poller"] = "handoff" in self.pollers and self.pollers["handoff"].running
         if "handoff_retry" in self.functions:
@@ -518,6 +521,7 @@ class LocalStack:
             },
         }
         write_json(self.info_path, info, indent=2)
+        self._published = True
 
     def _attach_handlers(self) -> dict[str, FunctionSpec]:
         """A :class:`LocalFunction` per role with a handler, from its template function; returns their specs."""
@@ -601,6 +605,7 @@ class LocalStack:
         self._started = False
         if self.gateway is not None:
             self._quietly(self.gateway.stop, "gateway")
+        self._published = False
         self._quietly(lambda: self.info_path.unlink(missing_ok=True), "stack.json")
         for role, poller in self.pollers.items():
             drained = poller.stop(self._drain_timeout)

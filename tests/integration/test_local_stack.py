@@ -324,6 +324,7 @@ def test_healthz_when_stack_started_returns_200_with_every_component(make_stack)
     assert status == 200
     assert document["status"] == "ok"
     assert document["moto"] and document["tables"] and document["poller"] and document["scheduler"]
+    assert document["published"] and (stack.data_dir / "stack.json").exists()
     assert stack.functions["api"].invocations == 0
 
 
