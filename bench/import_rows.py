@@ -25,6 +25,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench import BENCH_LEAD_ID_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "leads-x-education.csv"
 EXAMPLE = ROOT / "examples" / "x-education"
@@ -33,7 +35,9 @@ EXAMPLE = ROOT / "examples" / "x-education"
 def write_rows(target: Path, n: int) -> tuple[int, list[str]]:
     """The rows, and the ids of the leads they make (the example mapping's emails)."""
     sys.path.insert(0, str(ROOT / "functions"))
-    from leadflow.domain.lead import lead_id_for_email
+    from bench import bench_lead_ids
+
+    ids = bench_lead_ids()
 
     with DATA.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
@@ -52,7 +56,7 @@ def write_rows(target: Path, n: int) -> tuple[int, list[str]]:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(out)
-    return len(out), [lead_id_for_email(f"lead-{row[number]}@x-education.example") for row in out]
+    return len(out), [ids.for_email(f"lead-{row[number]}@x-education.example") for row in out]
 
 
 def free_port() -> int:
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         data = tmp_path / "stack"
         data.mkdir()
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "functions"), "LEADFLOW_RULES": str(EXAMPLE / "rules.yaml")}
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "functions"), "LEADFLOW_RULES": str(EXAMPLE / "rules.yaml"),
+               "LEADFLOW_LEAD_ID_KEY": BENCH_LEAD_ID_KEY}
         env.pop("LEADFLOW_API_KEY", None)
         base = f"http://127.0.0.1:{port}"
         with open(tmp_path / "serve.log", "w") as log:

@@ -397,6 +397,7 @@ def cost_per_event(endpoint: str, history: int) -> tuple[list[dict], dict]:
 
     from leadflow.adapters.dynamodb.store import DynamoLeadStore
     from leadflow.domain.events import parse_event
+    from bench import bench_lead_ids
     from leadflow.usecases.leads import LeadService
     from leadflow.settings import load_rules
     from leadflow.adapters.dynamodb.store import lead_change
@@ -408,7 +409,7 @@ def cost_per_event(endpoint: str, history: int) -> tuple[list[dict], dict]:
     store = DynamoLeadStore(table, client=client)
     index = gsi_projection()
     meter = Meter(client, index)
-    service = LeadService(store, load_rules(None))
+    service = LeadService(store, load_rules(None), ids=bench_lead_ids())
     de = TypeDeserializer()
     rows: list[dict] = []
 
@@ -446,7 +447,7 @@ def cost_per_event(endpoint: str, history: int) -> tuple[list[dict], dict]:
     cap = service.rules.limits.seen_event_ids
     for n_prior in sorted({history, cap}):
         memory = MemoryClient()
-        builder = LeadService(DynamoLeadStore(table, client=memory), service.rules)
+        builder = LeadService(DynamoLeadStore(table, client=memory), service.rules, ids=service.ids)
         tag = f"long{n_prior}"
         builder.ingest(parse_event(first_event(tag, 7)))
         span = timedelta(days=120)
@@ -664,15 +665,16 @@ def lead_items(n: int, offset: int = 0) -> list[dict]:
     from leadflow.adapters.dynamodb.store import lead_to_item
     from leadflow.domain.engine import apply_event, new_lead
     from leadflow.domain.events import finalise, parse_event
-    from leadflow.domain.lead import lead_id_for_email
+    from bench import bench_lead_ids
 
+    ids = bench_lead_ids()
     rules = _default_rules()
     ser = TypeSerializer()
     now = datetime.now(timezone.utc)
     items = []
     for i in range(offset, offset + n):
         email = email_for("filler", i)
-        lead = new_lead(lead_id_for_email(email), email=email, now=now)
+        lead = new_lead(ids.for_email(email), email=email, now=now)
         for payload in (first_event("filler", i), follow_up("filler", i, 1)):
             lead = apply_event(lead, finalise(parse_event(payload), now=now), rules, now).lead
         lead = lead.model_copy(update={"version": 2})

@@ -68,6 +68,7 @@ for path in (ROOT, FUNCTIONS):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from bench import BENCH_LEAD_ID_KEY  # noqa: E402
 from bench.ingest import item_size, machine  # noqa: E402
 
 KB = 1024
@@ -182,7 +183,7 @@ class Template:
     def __init__(self, n: int, events: list[dict[str, Any]], changed: bool, rules: Any):
         from leadflow.domain.engine import apply_event, new_lead
         from leadflow.domain.events import AppliedEvent
-        from leadflow.domain.lead import lead_id_for_email
+        from bench import bench_lead_ids
 
         self.n, self.changed = n, changed
         email = f"template{n}@company{n}.example"
@@ -196,7 +197,7 @@ class Template:
                                  received_at=raw["at"] + timedelta(seconds=1), email=email,
                                  properties=raw.get("properties", {}), traits=traits)
             if lead is None:
-                lead = new_lead(lead_id_for_email(email), email=email, now=event.received_at)
+                lead = new_lead(bench_lead_ids().for_email(email), email=email, now=event.received_at)
             lead = apply_event(lead, event, rules, event.received_at).lead
             self.applied.append(event)
         assert lead is not None
@@ -206,10 +207,10 @@ class Template:
     def copy(self, i: int) -> Any:
         """The template as lead number `i`: its own email and id, the moves' ids with it."""
         from leadflow.domain.engine import move_id
-        from leadflow.domain.lead import lead_id_for_email
+        from bench import bench_lead_ids
 
         email = f"lead{i:08d}@company{self.n}.example"
-        lead_id = lead_id_for_email(email)
+        lead_id = bench_lead_ids().for_email(email)
         history = [m.model_copy(update={"move_id": move_id(lead_id, m.cause.event_id or "", m.to_stage)})
                    for m in self.lead.history]
         renamed = {m.move_id: h.move_id for m, h in zip(self.lead.history, history)}
@@ -491,7 +492,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, 
     env = {"LEADFLOW_RULES": str(rules_path),
            "LEADFLOW_RULES_TTL_SECONDS": "0",  # the publish is in force at once (60 s in AWS)
            "POWERTOOLS_SERVICE_NAME": "leadflow", "POWERTOOLS_METRICS_DISABLED": "true",
-           "POWERTOOLS_LOG_LEVEL": "WARNING"}
+           "POWERTOOLS_LOG_LEVEL": "WARNING", "LEADFLOW_LEAD_ID_KEY": BENCH_LEAD_ID_KEY}
     saved = {k: os.environ.get(k) for k in (*env, "LEADFLOW_API_KEY")}
     os.environ.update(env)
     os.environ.pop("LEADFLOW_API_KEY", None)

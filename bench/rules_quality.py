@@ -73,7 +73,8 @@ def histories_from_export(path: Path, mapping_path: Path, rules: Any, *, now: da
     from leadflow.domain.conform import conform
     from leadflow.domain.engine import IMPORT_ACTOR, apply_import, new_lead
     from leadflow.domain.events import finalise, parse_event
-    from leadflow.domain.lead import SalesOutcome, lead_id_for_email
+    from bench import bench_lead_ids
+    from leadflow.domain.lead import SalesOutcome
     from leadflow_infra.evidence import History, label_of
     from leadflow_infra.mapping import RowMapper, load_mapping
 
@@ -91,7 +92,7 @@ def histories_from_export(path: Path, mapping_path: Path, rules: Any, *, now: da
             result=raw["result"], at=_when(raw.get("at")) or max(e.occurred_at for e in events), reason=raw.get("reason"),
             by=IMPORT_ACTOR, value=raw.get("value"))
         email = events[0].email
-        lead = new_lead(lead_id_for_email(email), email=email, now=min(e.occurred_at for e in events))
+        lead = new_lead(bench_lead_ids().for_email(email), email=email, now=min(e.occurred_at for e in events))
         lead = apply_import(lead, events, key=payload["key"], stage=payload["stage"], stage_at=_when(payload["stage_at"]),
                             outcome=outcome, owner=payload["owner"], rules=rules, now=now).lead
         out.append(History(lead, events, label_of(lead)))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from leadflow.domain.events import AppliedEvent, normalise_email
-from leadflow.domain.lead import Lead, lead_id_for_anonymous, lead_id_for_email
+from leadflow.domain.lead import Lead
 
 POSITIVE_STAGES = frozenset({"customer", "evangelist"})
 SALES_NO = frozenset({"reject", "disqualify"})
@@ -56,7 +56,10 @@ class History:
 def read_outcomes(path: str | Path) -> dict[str, Label]:
     """An outcomes CSV: a `lead_id` or `email` column, and an `outcome` column
     (won/lost, converted/not, 1/0, true/false, yes/no), optionally `reason`.
-    Keyed by lead id. A row it cannot read is an error naming the row."""
+    Keyed by lead id, or by `email:<address>` for a row without one: lead ids are keyed
+    with the deployment's secret, so an address is matched to its lead by the lead's own
+    email (`histories`), never turned into an id here. A row it cannot read is an error
+    naming the row."""
     yes = {"won", "converted", "1", "true", "yes", "customer"}
     no = {"lost", "not_converted", "not converted", "0", "false", "no", "rejected"}
     out: dict[str, Label] = {}
@@ -74,7 +77,7 @@ def read_outcomes(path: str | Path) -> dict[str, Label]:
                 email = (row.get(columns.get("email", ""), "") or "").strip()
                 if not email:
                     raise ValueError(f"{path}:{number}: no lead_id or email")
-                lead_id = lead_id_for_email(normalise_email(email))
+                lead_id = "email:" + normalise_email(email)
             reason = (row.get(columns["reason"]) or "").strip() or None if "reason" in columns else None
             out[lead_id] = Label(raw in yes, "csv", reason)
     return out
@@ -132,13 +135,21 @@ def histories(items: Iterable[dict], outcomes: dict[str, Label] | None = None) -
 
     leads: dict[str, Lead] = {}
     events: dict[str, list[AppliedEvent]] = {}
+    visitors: dict[str, list[str]] = {}  # lead id -> the ids of the visitors joined to it
     for item in items:
         pk, sk = item["PK"]["S"], item["SK"]["S"]
         if not pk.startswith("LEAD#"):
             continue
         lead_id = pk.split("#", 1)[1]
-        if sk == "LEAD" and item.get("kind", {}).get("S") == "lead":
+        kind = item.get("kind", {}).get("S")
+        if sk == "LEAD" and kind == "lead":
             leads[lead_id] = item_to_lead({"state": item["state"]["B"], "version": item["version"]["N"]})
+        elif sk == "LEAD" and kind == "alias":
+            # A visitor's alias names the lead it joined: its events are that lead's, found
+            # without deriving the visitor's id (which takes the deployment's key).
+            alias = item_to_lead({"state": item["state"]["B"], "version": item["version"]["N"]})
+            if alias.merged_into:
+                visitors.setdefault(alias.merged_into, []).append(lead_id)
         elif sk.startswith("EVENT#"):
             data = {k: v for k, v in _plain(item).items() if k not in ("PK", "SK", "GSI1PK", "GSI1SK", "kind", "ttl")}
             events.setdefault(lead_id, []).append(AppliedEvent.model_validate(data))
@@ -146,9 +157,12 @@ def histories(items: Iterable[dict], outcomes: dict[str, Label] | None = None) -
     for lead_id in sorted(leads):
         lead = leads[lead_id]
         log = list(events.get(lead_id, []))
-        for anon in lead.anonymous_ids:
-            log.extend(events.get(lead_id_for_anonymous(anon), []))
-        label = outcomes.get(lead_id) if outcomes is not None else label_of(lead)
+        for visitor_id in sorted(visitors.get(lead_id, [])):
+            log.extend(events.get(visitor_id, []))
+        if outcomes is not None:
+            label = outcomes.get(lead_id) or (outcomes.get("email:" + lead.email) if lead.email else None)
+        else:
+            label = label_of(lead)
         out.append(History(lead, log, label))
     return out
 

@@ -16,8 +16,31 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
 for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_DYNAMODB_STREAMS"):
     os.environ.pop(name, None)
+# One lead-id key for the whole suite: the functions (through the container), the local
+# stacks and the tests derive the same ids. Tests that need another say so.
+TEST_LEAD_ID_KEY = "test-lead-id-key-0123456789abcdef0123456789"
+os.environ["LEADFLOW_LEAD_ID_KEY"] = TEST_LEAD_ID_KEY
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+
+
+def _test_lead_ids():
+    from leadflow.domain.lead import LeadIds
+
+    return LeadIds(TEST_LEAD_ID_KEY.encode())
+
+
+TEST_LEAD_IDS = _test_lead_ids()
+
+
+def lead_id_for(email: str) -> str:
+    """The lead id of `email` under the suite's key (what the API answers)."""
+    return TEST_LEAD_IDS.for_email(email)
+
+
+@pytest.fixture
+def lead_ids():
+    return TEST_LEAD_IDS
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from leadflow.settings import rules as file_rules
 
 if TYPE_CHECKING:
     from leadflow.adapters.dynamodb.store import DynamoLeadStore
+    from leadflow.domain.lead import LeadIds
     from leadflow.domain.rules import Rules
     from leadflow.usecases.leads import LeadService
     from leadflow.usecases.rules_versions import RulesInForce
@@ -72,10 +73,25 @@ def publisher():
     return Publisher(rules_store(), rules_in_force(), lambda: rules_text(settings().rules_path)[0], utcnow)
 
 
+@lru_cache(maxsize=1)
+def lead_ids() -> LeadIds:
+    """The deployment's lead-id derivation, decided once per container: the key
+    (LEADFLOW_LEAD_ID_KEY, resolved once) against what the table records (usecases.lead_ids:
+    one consistent read per cold start). A refusal is not cached: the next call decides again."""
+    from leadflow.adapters.dynamodb.lead_ids import DynamoLeadIdScheme
+    from leadflow.observability import logger
+    from leadflow.usecases.lead_ids import lead_ids_in_force
+
+    cfg = settings()
+    return lead_ids_in_force(cfg.lead_id_key, DynamoLeadIdScheme(cfg.table_name, store().client),
+                             lambda message: logger.warning("lead_ids.legacy", extra={"detail": message}))
+
+
 def service() -> LeadService:
     from leadflow.usecases.leads import LeadService
 
-    return _for_rules("service", lambda r: LeadService(store(), r))
+    ids = lead_ids()  # before the rules: a table this key cannot read is refused first
+    return _for_rules("service", lambda r: LeadService(store(), r, ids=ids))
 
 
 def importer():
@@ -142,6 +158,7 @@ def _handoff(the_rules: Rules):
         DynamoDeliveryLedger(settings().table_name, client=store().client),
         SqsOutbox(cfg.retry_queue_url, cfg.dead_letter_queue_url),
         the_rules,
+        leads=store(),
         policy=RetryPolicy(max_attempts=cfg.retry_max_attempts, base_seconds=cfg.retry_base_s,
                            attempt_seconds=cfg.sink_timeout_s),
     )
@@ -189,4 +206,5 @@ def reset() -> None:
     rules_in_force.cache_clear()
     publisher.cache_clear()
     _built.clear()
+    lead_ids.cache_clear()
     reset_settings()

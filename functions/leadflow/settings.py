@@ -41,6 +41,15 @@ def resolve_secret(value: str | None) -> str | None:
     return value
 
 
+def running_in_aws(env: dict | None = None) -> bool:
+    """In a Lambda execution environment in AWS: Lambda names the function; `sam local`
+    says so, and the local stack (`leadflow serve`) names no function."""
+    env = os.environ if env is None else env
+    if env.get("AWS_SAM_LOCAL", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    return bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
 class _Secret:
     """`settings.api_key` is `api_key_ref` resolved, on first use (cached per reference)."""
 
@@ -67,7 +76,10 @@ class Settings(BaseModel):
     # How long a function keeps the rules version in force before looking again.
     rules_ttl_s: float = _env("LEADFLOW_RULES_TTL_SECONDS", 60.0, ge=0, le=3600)
     public_url: str | None = _env("LEADFLOW_PUBLIC_URL")  # the API's public base URL behind a proxy/custom domain
-    api_key_ref: str | None = _env("LEADFLOW_API_KEY")
+    api_key_ref: str | None = _env("LEADFLOW_API_KEY", repr=False)
+    # The per-deployment secret lead ids are derived with (HMAC-SHA256): an id cannot be
+    # computed from an address without it. Never logged, never changed on a table in use.
+    lead_id_key_ref: str | None = _env("LEADFLOW_LEAD_ID_KEY", repr=False)
 
     # -- inbound webhooks: the secret that verifies each source
     hubspot_webhook_secret_ref: str | None = _env("LEADFLOW_WEBHOOK_SECRET_HUBSPOT")
@@ -120,6 +132,7 @@ class Settings(BaseModel):
 
     # -- secrets, resolved on first use
     api_key = _Secret()
+    lead_id_key = _Secret()
     slack_webhook_url = _Secret()
     slack_escalation_webhook_url = _Secret()
     crm_webhook_url = _Secret()

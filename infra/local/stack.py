@@ -23,8 +23,9 @@ scheduler stops, the store folds its journal and closes, moto stops and the
 environment is restored.
 
 A stream mapping's on-failure destination is the JSON-lines file
-``<data-dir>/stream-dlq.jsonl`` (with the records themselves), not the template's
-``StreamDeadLetterQueue`` (which Lambda fills with the records' coordinates only).
+``<data-dir>/stream-dlq.jsonl`` (each record's keys and sequence number, never its
+images), not the template's ``StreamDeadLetterQueue`` (which Lambda fills with the
+batch's coordinates only).
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ from leadflow_infra.local.atomic import make_dynamodb_atomic
 from leadflow_infra.local.fast_moto import make_moto_fast
 from leadflow_infra.local.filters import compile_filters
 from leadflow_infra.local.cors import template_cors
-from leadflow_infra.local.gateway import Gateway
+from leadflow_infra.local.gateway import MAX_CONCURRENCY, Gateway
 from leadflow_infra.local.invoke import ACCOUNT_ID, LambdaContext, LocalFunction
-from leadflow_infra.local.moto_server import MotoServer, forget_shard_iterator
+from leadflow_infra.local.lead_id_key import local_lead_id_key
+from leadflow_infra.local.moto_server import LocalStreams, MotoServer, forget_shard_iterator
 from leadflow_infra.local.persist import Durability, Snapshot, write_json
 from leadflow_infra.local.persist import install as persist_install
 from leadflow_infra.local.stream_poller import DeadLetterFile, OnFailure, StreamPoller
@@ -403,7 +405,10 @@ class LocalStack:
 
         specs = self._attach_handlers()
 
-        on_failure = self._on_stream_failure or DeadLetterFile(self.dead_letter_path)
+        on_failure = self._on_stream_failure
+        if on_failure is None:
+            on_failure = DeadLetterFile(self.dead_letter_path)
+            on_failure.scrub()  # a file an earlier version wrote with the records' images
         partition_key = _hash_key(properties)
         for role, spec in specs.items():
             streams = [source for source in spec.streams if source.enabled]
@@ -416,7 +421,7 @@ class LocalStack:
                 if record_filter == FROM_TEMPLATE:
                     record_filter = compile_filters(source.filter_criteria)
                 poller = StreamPoller(
-                    self.client("dynamodbstreams"),
+                    LocalStreams(region=self.region, account_id=ACCOUNT_ID),
                     self.stream_arn,
                     self.functions[role],
                     region=self.region,
@@ -549,6 +554,8 @@ class LocalStack:
             # a stream mapping's lanes (ParallelizationFactor, one shard locally), one per queue.
             concurrency = sum(s.parallelization_factor for s in spec.streams if s.enabled)
             concurrency += sum(1 for s in spec.queues if s.enabled)
+            if role == "api":
+                concurrency = MAX_CONCURRENCY  # API Gateway invokes one environment per request in flight
             self.functions[role] = LocalFunction.from_spec(
                 spec, handler, region=self.region, account_id=ACCOUNT_ID, concurrency=max(1, concurrency)
             )
@@ -568,6 +575,8 @@ class LocalStack:
             "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": self.moto.url,
             "LEADFLOW_TABLE": self.table_name,
             "POWERTOOLS_TRACE_DISABLED": "true",
+            # The template's lead-id secret, kept in the data directory (or the environment's).
+            "LEADFLOW_LEAD_ID_KEY": local_lead_id_key(self.data_dir if self.persist else None),
         }
         if not self.verbose:
             env["POWERTOOLS_METRICS_DISABLED"] = "true"

@@ -221,10 +221,10 @@ OTHER_ROUTES = st.one_of(
 @HYPOTHESIS
 @given(request=OTHER_ROUTES)
 def test_every_other_route_refuses_hostile_input_and_writes_nothing(api, aws, request):
-    from leadflow.domain.lead import lead_id_for_email
+    from tests.conftest import lead_id_for
 
     method, target, body = request
-    path, _, query = target.format(lead=lead_id_for_email(EMAIL)).partition("?")
+    path, _, query = target.format(lead=lead_id_for(EMAIL)).partition("?")
     before = _table(aws)
     status, answer = api(method, path, body, query=query)
     if path == "/v1/import" and status == 200:  # rows are answered one by one: each must be refused
@@ -246,10 +246,10 @@ def test_the_refusals_name_the_field_and_say_why(api):
     assert (status, answer["field"]) == (400, "body") and "nested deeper than 32" in answer["message"]
     status, answer = api("POST", "/v1/events", _event(traits='{"company_size": NaN}'))
     assert (status, answer["field"]) == (422, "traits.company_size") and "NaN and infinities" in answer["message"]
-    from leadflow.domain.lead import lead_id_for_email
+    from tests.conftest import lead_id_for
 
     # One visible address is one person: compatibility forms (full-width letters) and white
     # space around the address (a pasted line break, a no-break space) are normalised away.
     for same in ("ｊａｎｅ@ＡＣＭＥ.io", " Jane@Acme.io\u2028", "\xa0jane@acme.io\n", "JANE@acme.io\u3000"):
         status, answer = api("POST", "/v1/events", _event(email=_string(same)))
-        assert (status, answer["lead_id"]) == (200, lead_id_for_email(EMAIL)), same
+        assert (status, answer["lead_id"]) == (200, lead_id_for(EMAIL)), same

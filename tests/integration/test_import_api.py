@@ -5,7 +5,7 @@ others still apply, and nothing imported is put on sales' desk."""
 from __future__ import annotations
 
 from leadflow.adapters.dynamodb.keys import LEAD_SK, lead_pk
-from leadflow.domain.lead import lead_id_for_email
+from tests.conftest import lead_id_for
 
 BUYER = {"first_name": "Ada", "job_title": "VP Marketing", "company": "Acme", "company_size": 120, "country": "Norway"}
 
@@ -54,7 +54,7 @@ def test_rows_become_leads_with_sources_messages_stages_and_outcomes(call):
 def test_imported_moves_never_reach_the_outbox(call, store):
     call("POST", "/v1/import", {"rows": [row(2, "ada@acme.com", DEMO, {"type": "meeting_booked"})]})
     item = store.client.get_item(TableName=store.table_name,
-                                 Key={"PK": {"S": lead_pk(lead_id_for_email("ada@acme.com"))}, "SK": {"S": LEAD_SK}})["Item"]
+                                 Key={"PK": {"S": lead_pk(lead_id_for("ada@acme.com"))}, "SK": {"S": LEAD_SK}})["Item"]
     assert "moves" not in item  # the handoff's stream filter needs this attribute: nothing is announced
     assert "applied" in item  # the events still go to the event log
 

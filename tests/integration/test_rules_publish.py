@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from leadflow import container
-from leadflow.domain.lead import lead_id_for_email
 
 from tests.integration.conftest import Context
+from tests.conftest import lead_id_for
 
 BASE = {
     "language": 2,
@@ -84,7 +84,7 @@ def _five_leads_at_35(call) -> list[str]:
         for p in range(5):
             call("POST", "/v1/events", {"type": "page_viewed", "email": email, "event_id": f"pv-{n}-{p}",
                                         "properties": {"url": f"https://acme.example/blog/{p}"}})
-        ids.append(lead_id_for_email(email))
+        ids.append(lead_id_for(email))
     return ids
 
 
@@ -123,7 +123,7 @@ def test_publish_moves_exactly_the_leads_quietly_with_one_summary_and_rollback_r
         assert move.rules_version == "2026.11.2" and move.announced is False
         item = aws.get_item(TableName="leadflow-test", Key={"PK": {"S": f"LEAD#{lead_id}"}, "SK": {"S": "LEAD"}})["Item"]
         assert json.loads(item["moves"]["S"]) == [move.move_id]  # mirrored to the CRM: in the outbox
-    assert store.get(lead_id_for_email(other)).stage != "mql"
+    assert store.get(lead_id_for(other)).stage != "mql"
     assert len(stack.summaries) == 1
     summary = stack.summaries[0]
     assert summary["version"] == "2026.11.2" and summary["by"] == "marketing-ops"
@@ -271,7 +271,7 @@ def test_invocations_share_a_run_segment_by_segment_and_a_replaced_run_stops(sta
 
 def test_a_concurrent_event_is_never_overwritten_by_a_rescore(stack, call, store):
     _five_leads_at_35(call)
-    lead_id = lead_id_for_email("reader0@acme.io")
+    lead_id = lead_id_for("reader0@acme.io")
     stale = store.get(lead_id)
     call("POST", "/v1/events", {"type": "page_viewed", "email": "reader0@acme.io", "event_id": "concurrent",
                                 "properties": {"url": "https://acme.example/pricing"}})

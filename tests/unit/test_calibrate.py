@@ -20,7 +20,7 @@ pytest.importorskip("ruamel.yaml")
 from leadflow.domain.conform import conform
 from leadflow.domain.engine import apply_import, new_lead, replay_as_of, score_lead
 from leadflow.domain.events import finalise, parse_event
-from leadflow.domain.lead import SalesOutcome, lead_id_for_email
+from leadflow.domain.lead import SalesOutcome
 from leadflow.domain.lifecycle import meets
 from leadflow.domain.rules import parse_rules
 from leadflow_infra.calibrate import (
@@ -28,7 +28,7 @@ from leadflow_infra.calibrate import (
     run, with_points,
 )
 from leadflow_infra.evidence import History, label_of
-from tests.conftest import NOW
+from tests.conftest import NOW, lead_id_for
 
 ROOT = Path(__file__).resolve().parents[2]
 X_EDUCATION = ROOT.parent / "shared" / "data" / "leads-x-education.csv"
@@ -110,7 +110,7 @@ def _history(n: int, rng: random.Random, rules, *, converts: bool | None = None)
     logit = -1.2 + (4.0 if form == "demo_request" else 0) + (1.0 if big else 0) - (1.0 if form == "newsletter" else 0)
     won = converts if converts is not None else rng.random() < 1 / (1 + math.exp(-logit))
     outcome = SalesOutcome(result="won" if won else "lost", at=at + timedelta(days=5), by="import")
-    lead = new_lead(lead_id_for_email(email), email=email, now=at)
+    lead = new_lead(lead_id_for(email), email=email, now=at)
     lead = apply_import(lead, events, key=f"row:{n}", stage=None, stage_at=None, outcome=outcome, owner=None,
                         rules=rules, now=NOW).lead
     return History(lead, events, label_of(lead))

@@ -8,8 +8,7 @@ import pytest
 
 from leadflow.domain.engine import apply_event, new_lead
 from leadflow.domain.events import finalise, parse_event
-from leadflow.domain.lead import lead_id_for_email
-from tests.conftest import NOW
+from tests.conftest import NOW, lead_id_for
 
 BUYER = {"first_name": "Jane", "job_title": "VP Marketing", "company": "Acme", "company_size": 120,
          "industry": "software", "country": "NO"}
@@ -34,7 +33,7 @@ def play(rules, events):
         raw = {"event_id": f"e{i}", **raw}
         event = finalise(parse_event(raw), now=NOW)
         if lead is None:
-            lead = new_lead(lead_id_for_email(event.email), email=event.email, now=NOW)
+            lead = new_lead(lead_id_for(event.email), email=event.email, now=NOW)
         lead = apply_event(lead, event, rules, NOW).lead
     return lead
 

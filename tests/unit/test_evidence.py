@@ -89,10 +89,11 @@ def test_outcomes_csv_by_email_or_lead_id_and_its_errors(tmp_path):
     good = tmp_path / "outcomes.csv"
     good.write_text("email,outcome,reason\nJane@Acme.io ,won,\nbob@acme.io,0,no_budget\n", encoding="utf-8")
     labels = read_outcomes(good)
-    from leadflow.domain.lead import lead_id_for_email
 
-    assert labels[lead_id_for_email("jane@acme.io")] == Label(True, "csv")
-    assert labels[lead_id_for_email("bob@acme.io")] == Label(False, "csv", "no_budget")
+    # By address, matched to a lead by its email: an address is never turned into an id
+    # outside the deployment (ids are keyed with its secret).
+    assert labels["email:jane@acme.io"] == Label(True, "csv")
+    assert labels["email:bob@acme.io"] == Label(False, "csv", "no_budget")
     bad = tmp_path / "bad.csv"
     bad.write_text("email,outcome\njane@acme.io,maybe\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.csv:2: outcome 'maybe'"):

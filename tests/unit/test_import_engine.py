@@ -6,8 +6,9 @@ from datetime import timedelta
 
 from leadflow.domain.engine import apply_import, new_lead, rescore
 from leadflow.domain.events import finalise, parse_event
-from leadflow.domain.lead import SalesOutcome, lead_id_for_email
-from tests.conftest import NOW
+from leadflow.domain.lead import SalesOutcome
+from tests.conftest import NOW, lead_id_for
+
 
 EMAIL = "ada@acme.com"
 BUYER = {"job_title": "VP Marketing", "company_size": 120, "industry": "software", "country": "NO"}
@@ -22,7 +23,7 @@ def events(days_ago: float = 3):
 
 
 def fresh():
-    return new_lead(lead_id_for_email(EMAIL), email=EMAIL, now=NOW - timedelta(days=3))
+    return new_lead(lead_id_for(EMAIL), email=EMAIL, now=NOW - timedelta(days=3))
 
 
 def run(lead, rules, **row):

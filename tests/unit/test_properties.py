@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 
 from leadflow.domain.engine import apply_event, new_lead, replay
 from leadflow.domain.events import AppliedEvent, finalise, parse_event
-from leadflow.domain.lead import lead_id_for_email
 from leadflow.domain.scoring import score
 from leadflow.usecases.leads import LeadService
-from tests.conftest import NOW
+from tests.conftest import NOW, TEST_LEAD_IDS, lead_id_for
 from tests.unit.fakes import MemoryStore, StepClock
 
 EMAIL = "pat@acme.io"
@@ -57,7 +56,7 @@ def state(lead):
 @given(st.lists(raw_events(), min_size=1, max_size=25), st.lists(st.floats(min_value=0, max_value=72), min_size=25, max_size=25))
 def test_replay_from_event_log_equals_incremental_application(rules, events, gaps_hours):
     received = NOW
-    lead = new_lead(lead_id_for_email(EMAIL), email=EMAIL, now=NOW)
+    lead = new_lead(lead_id_for(EMAIL), email=EMAIL, now=NOW)
     log = []
     for i, raw in enumerate(events):
         received += timedelta(hours=gaps_hours[i])
@@ -77,9 +76,9 @@ def test_replay_from_event_log_equals_incremental_application(rules, events, gap
 @given(st.lists(raw_events(same_time=True), min_size=2, max_size=8), st.randoms(use_true_random=False))
 def test_delivery_of_simultaneous_events_in_any_order_gives_same_lead(rules, events, rnd):
     def run(order):
-        svc = LeadService(MemoryStore(), rules, clock=StepClock(NOW), sleep=lambda s: None)
+        svc = LeadService(MemoryStore(), rules, clock=StepClock(NOW), sleep=lambda s: None, ids=TEST_LEAD_IDS)
         svc.ingest_many([parse_event({"event_id": f"e{i}", **events[i]}) for i in order])
-        return svc.store.get(lead_id_for_email(EMAIL))
+        return svc.store.get(lead_id_for(EMAIL))
 
     order = list(range(len(events)))
     shuffled = order[:]
@@ -91,7 +90,7 @@ def test_delivery_of_simultaneous_events_in_any_order_gives_same_lead(rules, eve
 @given(st.lists(raw_events(same_time=True, non_negative=True), min_size=2, max_size=8), st.randoms(use_true_random=False))
 def test_simultaneous_events_applied_one_by_one_in_any_order_give_same_scores_and_traits(rules, events, rnd):
     def run(order):
-        lead = new_lead(lead_id_for_email(EMAIL), email=EMAIL, now=NOW)
+        lead = new_lead(lead_id_for(EMAIL), email=EMAIL, now=NOW)
         for i in order:
             lead = apply_event(lead, finalise(parse_event({"event_id": f"e{i}", **events[i]}), now=NOW), rules, NOW).lead
         return lead

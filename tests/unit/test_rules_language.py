@@ -16,11 +16,9 @@ from leadflow.domain.engine import apply_action, apply_event, new_lead
 from leadflow.domain.errors import InvalidInput, RulesError
 from leadflow.domain.events import finalise, parse_event
 from leadflow.domain.forms import to_event
-from leadflow.domain.lead import lead_id_for_email
 from leadflow.domain.rules import parse_rules
 from leadflow.domain.scoring import Subject, matches
-from tests.conftest import NOW
-from tests.conftest import rules_with as shared_rules_with
+from tests.conftest import NOW, lead_id_for, rules_with as shared_rules_with
 
 BASE = yaml.safe_load((Path(__file__).parents[2] / "functions/leadflow/rules/default.yaml").read_text())
 
@@ -48,7 +46,7 @@ def play(rules, raws, now=NOW):
     for i, raw in enumerate(raws):
         event = finalise(conform(parse_event({"event_id": f"e{i}", **raw}), rules), now=now)
         if lead is None:
-            lead = new_lead(lead_id_for_email(event.email), email=event.email, now=now)
+            lead = new_lead(lead_id_for(event.email), email=event.email, now=now)
         lead = apply_event(lead, event, rules, now).lead
     return lead
 

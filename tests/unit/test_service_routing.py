@@ -7,8 +7,8 @@ import pytest
 from leadflow.domain.events import CanonicalEvent
 from leadflow.domain.rules import parse_rules
 from leadflow.usecases.leads import LeadService
-from tests.conftest import NOW
 from tests.unit.fakes import MemoryStore, StepClock
+from tests.conftest import NOW, TEST_LEAD_IDS
 
 BUYER = {"job_title": "VP Marketing", "company": "Acme", "company_size": 200, "industry": "software", "country": "US",
          "budget": "yes", "authority": "decision_maker", "need": "x", "timeline": "this_quarter"}
@@ -35,7 +35,7 @@ def demo_request(email: str, **traits) -> CanonicalEvent:
 
 def test_ingest_sql_move_assigns_owner_in_the_same_write_with_the_reason(routed):
     store = MemoryStore()
-    svc = LeadService(store, routed, clock=StepClock(NOW))
+    svc = LeadService(store, routed, clock=StepClock(NOW), ids=TEST_LEAD_IDS)
 
     result = svc.ingest(demo_request("jane@acme.com"))
 
@@ -47,7 +47,7 @@ def test_ingest_sql_move_assigns_owner_in_the_same_write_with_the_reason(routed)
 
 
 def test_ingest_many_sqls_share_out_by_weight(routed):
-    svc = LeadService(MemoryStore(), routed, clock=StepClock(NOW))
+    svc = LeadService(MemoryStore(), routed, clock=StepClock(NOW), ids=TEST_LEAD_IDS)
 
     owners = [svc.ingest(demo_request(f"b{i}@acme{i}.com")).lead.owner for i in range(6)]
 
@@ -56,7 +56,7 @@ def test_ingest_many_sqls_share_out_by_weight(routed):
 
 def test_ingest_named_account_goes_to_its_rep_without_a_turn(routed):
     store = MemoryStore()
-    svc = LeadService(store, routed, clock=StepClock(NOW))
+    svc = LeadService(store, routed, clock=StepClock(NOW), ids=TEST_LEAD_IDS)
 
     lead = svc.ingest(demo_request("cfo@bigco.com")).lead
 
@@ -65,7 +65,7 @@ def test_ingest_named_account_goes_to_its_rep_without_a_turn(routed):
 
 
 def test_ingest_mql_below_assignment_stage_leaves_lead_unassigned(routed):
-    svc = LeadService(MemoryStore(), routed, clock=StepClock(NOW))
+    svc = LeadService(MemoryStore(), routed, clock=StepClock(NOW), ids=TEST_LEAD_IDS)
     for i, kind in enumerate(["content_download", "content_download", "webinar"]):
         svc.ingest(CanonicalEvent(type="form_submitted", email="m@acme.com", event_id=f"e{i}",
                                   properties={"form_kind": kind}, traits={"job_title": "VP Marketing", "company_size": 200}))
@@ -80,7 +80,7 @@ def test_act_accept_by_a_rep_on_an_unassigned_sql_makes_them_owner(rules):
     data["routing"] = {**ROUTING, "teams": [{"id": "inbound", "reps": [
         {"id": "ola", "slack_user": "U0OLA", "email": "ola@seller.example", "available": False}]},
         ROUTING["teams"][1]]}
-    svc = LeadService(MemoryStore(), parse_rules(data), clock=StepClock(NOW))
+    svc = LeadService(MemoryStore(), parse_rules(data), clock=StepClock(NOW), ids=TEST_LEAD_IDS)
     lead = svc.ingest(demo_request("jane@acme.com")).lead
     assert lead.owner is None  # nobody available in the team
 

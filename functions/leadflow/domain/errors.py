@@ -49,6 +49,14 @@ class Conflict(LeadflowError):
     code = "conflict"
 
 
+class Erased(LeadflowError):
+    """The event is about a person erased after it happened: applying it would undo the
+    erasure (a replayed delivery, an old export). Nothing is written."""
+
+    status = 410
+    code = "erased"
+
+
 class PayloadTooLarge(LeadflowError):
     status = 413
     code = "payload_too_large"
@@ -71,6 +79,14 @@ class TooManyConflicts(LeadflowError):
 
 class RulesError(LeadflowError):
     code = "invalid_rules"
+
+
+class Misconfigured(LeadflowError):
+    """The deployment cannot serve this safely as configured (no API key in AWS, a lead-id
+    key that is not the table's): refused, never served in a weaker way."""
+
+    status = 503
+    code = "misconfigured"
 
 
 class DeliveryFailed(Exception):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -13,14 +15,65 @@ from leadflow.domain.stages import STAGES, Stage
 EPOCH_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
-def lead_id_for_email(email: str) -> str:
+# The shortest lead-id key accepted: 32 characters (the template generates 64, `leadflow
+# serve` 64 hex digits). A short key could be found by trying every address it might hash.
+MIN_LEAD_ID_KEY = 32
+
+
+def _derive(prefix: str, text: str, key: bytes | None) -> str:
+    if key is None:  # the unkeyed derivation of tables written before keyed ids
+        digest = hashlib.sha256(text.encode()).hexdigest()
+    else:
+        digest = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    return prefix + digest[:24]
+
+
+def lead_id_for_email(email: str, key: bytes | None) -> str:
     """Deterministic, so one email is one lead without a second lookup item:
-    two concurrent first events race on the same key and one conditional put wins."""
-    return "ld_" + hashlib.sha256(("email:" + email).encode()).hexdigest()[:24]
+    two concurrent first events race on the same key and one conditional put wins.
+
+    Keyed with the deployment's secret (HMAC-SHA256), so an id cannot be computed from
+    an address without it, and ids in alerts, CRMs and logs link to nobody elsewhere.
+    `key` None is the unkeyed derivation of tables written before keyed ids (see
+    `LeadIds.legacy`); no caller passes None by accident: the key has no default."""
+    return _derive("ld_", "email:" + email, key)
 
 
-def lead_id_for_anonymous(anonymous_id: str) -> str:
-    return "an_" + hashlib.sha256(("anon:" + anonymous_id).encode()).hexdigest()[:24]
+def lead_id_for_anonymous(anonymous_id: str, key: bytes | None) -> str:
+    """The anonymous visitor's id, keyed as `lead_id_for_email`."""
+    return _derive("an_", "anon:" + anonymous_id, key)
+
+
+@dataclass(frozen=True)
+class LeadIds:
+    """How this deployment turns an email or an anonymous id into a lead id: built once
+    (container.lead_ids) from the configured key, and handed to whatever derives ids."""
+
+    key: bytes | None
+
+    def __post_init__(self) -> None:
+        if self.key is not None and len(self.key) < MIN_LEAD_ID_KEY:
+            raise ValueError(f"the lead-id key must be at least {MIN_LEAD_ID_KEY} characters")
+
+    def __repr__(self) -> str:  # never the key, in a log line or a traceback
+        return f"LeadIds({'legacy' if self.key is None else 'keyed'})"
+
+    @property
+    def legacy(self) -> bool:
+        return self.key is None
+
+    def for_email(self, email: str) -> str:
+        return lead_id_for_email(email, self.key)
+
+    def for_anonymous(self, anonymous_id: str) -> str:
+        return lead_id_for_anonymous(anonymous_id, self.key)
+
+    def check(self) -> str | None:
+        """What a table records of the key its ids were derived with: an HMAC of a fixed
+        text, which tells two keys apart and says nothing of either. None when legacy."""
+        if self.key is None:
+            return None
+        return hmac.new(self.key, b"leadflow:lead-id-key-check", hashlib.sha256).hexdigest()[:16]
 
 
 def event_key(event_id: str) -> str:
@@ -117,6 +170,22 @@ class SalesOutcome(BaseModel):
     value: float | None = None
 
 
+class Review(BaseModel):
+    """Something a public form said that was not applied to a lead handed to sales, for
+    a person to judge: `would_disqualify` (a trait that would disqualify the lead) or
+    `conflict` (a value other than the one the lead holds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal["would_disqualify", "conflict"]
+    field: str  # "traits.job_title"
+    value: Any  # what the form gave
+    at: datetime  # when the form post arrived
+    source: str  # "form:<form id>"
+    event_id: str
+    detail: str  # the sentence
+
+
 class Lead(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -125,6 +194,8 @@ class Lead(BaseModel):
     anonymous_ids: list[str] = Field(default_factory=list)
     traits: dict[str, Any] = Field(default_factory=dict)
     trait_times: dict[str, int] = Field(default_factory=dict)  # trait -> epoch of the event that set it
+    trait_sources: dict[str, str] = Field(default_factory=dict)  # trait -> source of that event (absent: verified)
+    review: list[Review] = Field(default_factory=list)  # public form input held back, newest last
     stage: Stage = "subscriber"
     stage_entered_at: datetime
     disqualified: bool = False

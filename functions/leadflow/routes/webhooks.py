@@ -62,6 +62,8 @@ def handle(source: str, event: dict[str, Any], *, service: Any, secret: str | No
         count("WebhookRejected", source=source, reason="signature")
         logger.warning("webhook.refused", extra={"source": source, "reason": exc.reason})
         raise Unauthorized(f"{source} signature: {exc.reason}") from None
+    if callable(service):  # built only for a signed delivery: building it reads the table (lead ids)
+        service = service()
     try:
         payload = parse_json(body)
     except BadRequest:

@@ -11,9 +11,9 @@ from typing import Any
 
 from leadflow.domain.conform import conform
 from leadflow.domain.engine import IMPORT_ACTOR, apply_import, new_lead
-from leadflow.domain.errors import InvalidInput
+from leadflow.domain.errors import Erased, InvalidInput
 from leadflow.domain.events import CanonicalEvent, finalise
-from leadflow.domain.lead import SalesOutcome, lead_id_for_email
+from leadflow.domain.lead import SalesOutcome
 from leadflow.domain.ports import VersionConflict
 from leadflow.domain.stages import STAGES
 from leadflow.usecases.leads import Applied, LeadService
@@ -36,7 +36,7 @@ class Importer:
     def prefetch(self, emails: list[str]) -> dict[str, Any]:
         """The stored leads of a batch's rows in one batched read; a row applies on top of
         what this read, and re-reads only if another write got there first."""
-        return self.service.store.get_many(lead_id_for_email(e) for e in emails)
+        return self.service.store.get_many(self.service.ids.for_email(e) for e in emails)
 
     def apply(self, row: ImportRow, known: dict[str, Any] | None = None) -> dict[str, Any]:
         """`imported` (a new lead), `merged` (into an existing lead), `unchanged` (all of it
@@ -54,8 +54,9 @@ class Importer:
         if row.stage is not None and row.stage not in STAGES:
             raise InvalidInput(f"stage: unknown stage {row.stage!r}; expected one of {', '.join(STAGES)}", field="stage")
         outcome = _outcome(row.outcome, default_at=max(e.occurred_at for e in events), now=now)
-        lead_id = lead_id_for_email(email)
+        lead_id = svc.ids.for_email(email)
         created = False
+        erasures: dict[str, Any] = {}
 
         def attempt(conflict: VersionConflict | None) -> Applied:
             nonlocal created
@@ -63,6 +64,7 @@ class Importer:
                 stored = known.get(lead_id)
             else:
                 stored = svc.store.get(lead_id)
+            svc.refuse_if_erased(lead_id, stored, min(e.occurred_at for e in events), erasures)
             base = stored if stored is not None else new_lead(lead_id, email=email,
                                                               now=min(e.occurred_at for e in events))
             result = apply_import(base, events, key=row.key, stage=row.stage, stage_at=row.stage_at, outcome=outcome,
@@ -72,7 +74,10 @@ class Importer:
             created = stored is None
             return Applied(svc.store.put(result.lead, stored.version if stored else None), result.moves, False)
 
-        applied = svc.optimistically(attempt)
+        try:
+            applied = svc.optimistically(attempt)
+        except Erased as exc:  # a row from before an erasure would bring the person back: not imported
+            raise InvalidInput(exc.message, field="events") from None
         status = "unchanged" if applied.duplicate else "imported" if created else "merged"
         return {"status": status, "lead_id": applied.lead.lead_id, "stage": applied.lead.stage,
                 "moves": len(applied.moves)}

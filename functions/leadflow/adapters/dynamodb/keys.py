@@ -1,6 +1,9 @@
 """Pure key builders for the single table."""
 
 LEAD_SK = "LEAD"
+# The tombstone an erasure leaves beside the lead's key (PK = LEAD#<id>): when, and the
+# erasure's own delivery record (the CRM deletes). No address, no name: the id only.
+ERASED_SK = "ERASED"
 
 
 def lead_pk(lead_id: str) -> str:
