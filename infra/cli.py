@@ -309,6 +309,7 @@ def dlq_command(args: argparse.Namespace) -> int:
 
     from leadflow_infra import dlq
     from leadflow.adapters.dynamodb.ledger import DynamoDeliveryLedger
+    from leadflow.adapters.dynamodb.store import DynamoLeadStore
 
     target = _dlq_target(args)
     session = boto3.session.Session()
@@ -318,8 +319,10 @@ def dlq_command(args: argparse.Namespace) -> int:
             rows = [letter.row() for letter in dlq.peek(sqs, target["dead_letter"])]
             verb = "dead letter"
         else:
-            ledger = DynamoDeliveryLedger(target["table"], client=session.client("dynamodb", **target["client"]))
-            rows = dlq.replay(sqs, ledger, target["dead_letter"], target["retry"], ids=args.ids, sink=args.sink)
+            dynamodb = session.client("dynamodb", **target["client"])
+            ledger = DynamoDeliveryLedger(target["table"], client=dynamodb)
+            rows = dlq.replay(sqs, ledger, target["dead_letter"], target["retry"], ids=args.ids, sink=args.sink,
+                              leads=DynamoLeadStore(target["table"], client=dynamodb))
             verb = "replayed"
     except (BotoCoreError, ClientError) as exc:
         print(f"leadflow dlq: {exc}", file=sys.stderr)

@@ -1,11 +1,14 @@
 """Dead letters of the handoff: list them, and re-drive them through the retry queue.
 
-A dead letter is a whole stage move for one sink, with the reason it could not be
-delivered (`leadflow.dead_letter` messages written by the handoff, or retry
-messages SQS moved here after repeated crashes). Replaying one makes its ledger
-entry claimable again and puts it back on the retry queue as a first attempt; the
-retry function then delivers it with the usual backoff, and the ledger still
-refuses a second send of anything already delivered.
+A dead letter names one delivery (a stage move, or an erasure's CRM delete) for one
+sink by its ids, with the reason it could not be delivered (`leadflow.dead_letter`
+messages written by the handoff, or retry messages SQS moved here after repeated
+crashes). It holds nothing of the person: the retry reads the move from the lead.
+Replaying one makes its ledger entry claimable again and puts it back on the retry
+queue as a first attempt; the retry function then delivers it with the usual backoff,
+and the ledger still refuses a second send of anything already delivered. A dead
+letter whose lead was erased since is dropped, never re-sent (letters written before
+they carried ids only hold the whole move: replay drops those too, whatever they hold).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from leadflow.usecases.handoff import DEAD_TYPE, RETRY_TYPE
+from leadflow.domain.handoff import is_erasure
+from leadflow.usecases.handoff import DEAD_TYPE, RETRY_TYPE, retry_message
 
 
 @dataclass
@@ -26,22 +30,30 @@ class DeadLetter:
 
     @property
     def notice(self) -> dict[str, Any]:
+        """The whole move, in letters written before they carried ids only."""
         return self.body.get("notice") or {}
 
     @property
     def sink(self) -> str:
         return str(self.body.get("sink"))
 
+    @property
+    def lead_id(self) -> str | None:
+        return self.body.get("lead_id") or self.notice.get("lead_id")
+
+    @property
+    def move_id(self) -> str | None:
+        return self.body.get("move_id") or self.notice.get("move_id") or self.notice.get("transition_id")
+
     def row(self) -> dict[str, Any]:
-        """What `dlq list` shows: ids, sink, stage and reason; no emails or names."""
-        n = self.notice
+        """What `dlq list` shows: ids, sink and reason; nothing of the person."""
         return {
             "message_id": self.message_id,
             "dead_at": self.body.get("dead_at"),
             "sink": self.sink,
-            "lead_id": n.get("lead_id"),
-            "transition_id": n.get("move_id") or n.get("transition_id"),
-            "move": f"{n.get('from_stage') or 'new'}->{n.get('to_stage')}",
+            "lead_id": self.lead_id,
+            "transition_id": self.move_id,
+            "erasure": is_erasure(self.move_id),
             "attempts": self.body.get("attempts", self.body.get("attempt")),
             "reason": self.body.get("reason") or self.body.get("last_error") or "retry message redriven after repeated failures",
         }
@@ -78,9 +90,19 @@ def peek(sqs: Any, queue_url: str, *, limit: int = 1000, rounds: int = 20) -> li
     return sorted(seen.values(), key=lambda d: str(d.body.get("dead_at") or ""))
 
 
-def replay(sqs: Any, ledger: Any, dead_letter_url: str, retry_url: str, *, ids: Iterable[str] = (),
+def erased(leads: Any, letter: DeadLetter) -> bool:
+    """Whether the letter's lead was erased since: gone, or back as a new lead without
+    this move. An erasure's own letter is judged by the ledger (its tombstone)."""
+    if is_erasure(letter.move_id):
+        return False
+    lead = leads.get(letter.lead_id) if letter.lead_id else None
+    return lead is None or all(m.move_id != letter.move_id for m in lead.history)
+
+
+def replay(sqs: Any, ledger: Any, dead_letter_url: str, retry_url: str, *, leads: Any, ids: Iterable[str] = (),
            sink: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Re-drive the selected dead letters (all when no ids and no sink are given)."""
+    """Re-drive the selected dead letters (all when no ids and no sink are given).
+    `leads`: the lead store, read to drop the letters of erased leads."""
     wanted = set(ids)
     now = now or datetime.now(timezone.utc)
     done = []
@@ -102,13 +124,19 @@ def replay(sqs: Any, ledger: Any, dead_letter_url: str, retry_url: str, *, ids: 
             if not selected:
                 sqs.change_message_visibility(QueueUrl=dead_letter_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
                 continue
-            n = letter.notice
-            revived = ledger.revive(n["lead_id"], n.get("move_id") or n.get("transition_id"), letter.sink, now=now)
+            if not letter.lead_id or not letter.move_id:
+                sqs.change_message_visibility(QueueUrl=dead_letter_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+                continue
+            if erased(leads, letter):
+                revived, note = False, "lead erased; dropped"
+            else:
+                revived = ledger.revive(letter.lead_id, letter.move_id, letter.sink, now=now)
+                note = "requeued" if revived else ("erasure superseded or already done; dropped"
+                                                   if is_erasure(letter.move_id) else "already delivered; dropped")
             if revived:
-                body = {"type": RETRY_TYPE, "sink": letter.sink, "attempt": 1, "last_error": letter.row()["reason"],
-                        "replayed_at": now.isoformat(), "notice": n}
+                body = {**retry_message(letter.lead_id, letter.move_id, letter.sink, 1, letter.row()["reason"]),
+                        "replayed_at": now.isoformat()}
                 sqs.send_message(QueueUrl=retry_url, MessageBody=json.dumps(body, separators=(",", ":")))
             sqs.delete_message(QueueUrl=dead_letter_url, ReceiptHandle=message["ReceiptHandle"])
-            done.append({**letter.row(), "replayed": revived,
-                         "note": "requeued" if revived else "already delivered; dropped"})
+            done.append({**letter.row(), "replayed": revived, "note": note})
     return done

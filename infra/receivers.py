@@ -483,9 +483,15 @@ class HubSpotReceiver(Receiver):
     email (`contacts[email]` is the current property dict, with `hs_object_id`) and
     applies lifecycle stages the way HubSpot does: forward only, unless cleared first.
     Answers the documented batch response (`status` COMPLETE, `results` with `id`,
-    `properties`, `new`)."""
+    `properties`, `new`).
+
+    And the GDPR delete, `POST /crm/v3/objects/contacts/gdpr-delete` with
+    `{"objectId": <contact id>}` (204; 404 when no contact has that id) or
+    `{"objectId": <email>, "idProperty": "email"}` (204; an address no contact has is
+    added to `blocklist`, as HubSpot does). `gdpr_deleted` lists the contact ids deleted."""
 
     PATH = "/crm/v3/objects/contacts/batch/upsert"
+    GDPR_DELETE_PATH = "/crm/v3/objects/contacts/gdpr-delete"
     LIFECYCLE_STAGES = ("subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity",
                         "customer", "evangelist", "other")
     MAX_INPUTS = 100
@@ -495,6 +501,8 @@ class HubSpotReceiver(Receiver):
         self.token = token
         self.contacts: dict[str, dict[str, str]] = {}
         self.lifecycle_history: dict[str, list[str]] = {}  # every value actually applied, per email
+        self.gdpr_deleted: list[str] = []  # contact ids, in the order they were deleted
+        self.blocklist: set[str] = set()
         self._next_id = 1001
 
     def handle(self, request: Request) -> Reply:
@@ -503,6 +511,8 @@ class HubSpotReceiver(Receiver):
                 "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can "
                 "find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
                 "INVALID_AUTHENTICATION")), "missing or wrong bearer token")
+        if request.method == "POST" and request.path == self.GDPR_DELETE_PATH:
+            return self._gdpr_delete(request)
         if request.method != "POST" or request.path != self.PATH:
             raise self.invalid(Reply.json(404, self._error(f"Unable to route {request.method} {request.path}",
                                                            "OBJECT_NOT_FOUND")), f"unknown route {request.path}")
@@ -519,6 +529,31 @@ class HubSpotReceiver(Receiver):
         results = [self._apply(item) for item in inputs]
         return Reply.json(200, {"status": "COMPLETE", "results": results, "requestedAt": started,
                                 "startedAt": started, "completedAt": _now_iso(), "links": {}})
+
+    def _gdpr_delete(self, request: Request) -> Reply:
+        document = _json_body(self, request, lambda why: Reply.json(400, self._error(why, "VALIDATION_ERROR")))
+        if not isinstance(document, dict) or not isinstance(document.get("objectId"), str) or not document["objectId"]:
+            self._refuse("objectId is required and must be a string")
+        unknown = sorted(set(document) - {"objectId", "idProperty"})
+        if unknown:
+            self._refuse(f"Unrecognized field {unknown[0]!r}")
+        object_id, id_property = document["objectId"], document.get("idProperty")
+        if id_property not in (None, "email"):
+            self._refuse(f"idProperty must be 'email' when given, got {id_property!r}")
+        if id_property == "email":
+            email = next((e for e in self.contacts if e == object_id.strip().lower()), None)
+            if email is None:
+                self.blocklist.add(object_id.strip().lower())
+                return Reply.empty(204)
+        else:
+            email = next((e for e, c in self.contacts.items() if c["hs_object_id"] == object_id), None)
+            if email is None:
+                return Reply.json(404, self._error(f"Object not found. objectId are usually numeric. {object_id}",
+                                                   "OBJECT_NOT_FOUND"))
+        contact = self.contacts.pop(email)
+        self.lifecycle_history.pop(email, None)
+        self.gdpr_deleted.append(contact["hs_object_id"])
+        return Reply.empty(204)
 
     def _check(self, item: Any) -> None:
         if not isinstance(item, dict):
@@ -585,6 +620,9 @@ class SalesforceReceiver(Receiver):
       "created": true}` on create, 204 on update. An unknown or expired token answers 401
       `[{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]`.
 
+    - `DELETE` of the same URL (no body) → 204 and the Lead is gone (`deleted` lists the
+      external ids); 404 `NOT_FOUND` when no Lead has that external id.
+
     `leads[external_id]` is the Lead's current fields (with "Id"); `expire_token()`
     invalidates every issued token; `token_requests` counts token calls."""
 
@@ -604,6 +642,7 @@ class SalesforceReceiver(Receiver):
         self.client_secret = client_secret
         self.external_id_field = external_id_field
         self.leads: dict[str, dict[str, Any]] = {}
+        self.deleted: list[str] = []  # external ids of the Leads deleted, in order
         self.tokens: list[str] = []  # every token issued, in order
         self._valid_tokens: set[str] = set()
         self._next_id = 1
@@ -621,7 +660,7 @@ class SalesforceReceiver(Receiver):
         if request.path == self.TOKEN_PATH:
             return self._token(request)
         match = self.UPSERT.match(request.path)
-        if request.method != "PATCH" or not match:
+        if request.method not in ("PATCH", "DELETE") or not match:
             raise self.invalid(self._errors(404, "NOT_FOUND", "The requested resource does not exist"),
                                f"unknown route {request.method} {request.path}")
         authorization = request.headers.get("authorization", "")
@@ -636,6 +675,12 @@ class SalesforceReceiver(Receiver):
         if id_field != self.external_id_field:
             self._refuse(404, "NOT_FOUND",
                          f"Provided external ID field does not exist or is not accessible: {id_field}")
+        if request.method == "DELETE":
+            if value not in self.leads:
+                return self._errors(404, "NOT_FOUND", "The requested resource does not exist")
+            del self.leads[value]
+            self.deleted.append(value)
+            return Reply.empty(204)
         fields = _json_body(self, request, lambda why: self._errors(400, "JSON_PARSER_ERROR", why))
         self._check(fields)
         return self._upsert(value, fields)

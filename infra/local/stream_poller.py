@@ -64,8 +64,10 @@ the next start; otherwise the batch goes to the on-failure destination, conditio
 
 The default on-failure destination is a JSON-lines file standing in for the SQS
 dead-letter queue: one line per discarded batch, in the shape Lambda sends to
-the queue plus the records themselves (Lambda only sends their coordinates).
-``on_failure`` may be called from several lanes at once.
+the queue plus each record's keys, event name and sequence number, never its
+images (Lambda only sends the batch's coordinates): the file holds nothing of a person
+that an erasure would have to find. ``on_failure`` may be called from several lanes at
+once.
 
 Not reproduced: ``TumblingWindowInSeconds``, the 6 MB invocation payload limit,
 ``StartingPosition: AT_TIMESTAMP`` and the mapping's own polling rate (4 reads a
@@ -153,17 +155,24 @@ def _iso(epoch: float | None) -> str:
 
 
 class DeadLetterFile:
-    """On-failure destination writing one JSON line per discarded batch."""
+    """On-failure destination writing one JSON line per discarded batch.
+
+    A record is kept by its coordinates (keys, event name, sequence number, time), not
+    its images: the lead item's images hold the person (email, name, phone), and a file
+    on disk that kept them would outlive their erasure. Lines written with images by an
+    earlier version are rewritten without them when the file is first opened."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._scrubbed = False
 
     def __call__(self, records: list[Record], info: dict[str, Any]) -> None:
-        line = json.dumps({**info, "records": records}, default=str, separators=(",", ":"))
+        line = json.dumps({**info, "records": [coordinates(r) for r in records]}, default=str, separators=(",", ":"))
         with self._lock:
+            self._scrub()
             secure_directory(self.path.parent)
-            # The records hold people's data: the file is its owner's only (0600).
+            # Keys are lead ids: the file is its owner's only (0600).
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             os.chmod(self.path, 0o600)  # one written before files were kept private
             with os.fdopen(fd, "a", encoding="utf-8") as fh:
@@ -171,11 +180,58 @@ class DeadLetterFile:
                 fh.flush()
                 os.fsync(fh.fileno())
 
+    def scrub(self) -> bool:
+        """Rewrite the file without records' images (atomically, 0600); True if it changed."""
+        with self._lock:
+            self._scrubbed = False
+            return self._scrub()
+
+    def _scrub(self) -> bool:
+        if self._scrubbed:
+            return False
+        self._scrubbed = True
+        if not self.path.exists():
+            return False
+        with self.path.open(encoding="utf-8") as fh:
+            lines = [json.loads(line) for line in fh if line.strip()]
+        if not any(_has_images(r) for line in lines for r in line.get("records") or []):
+            return False
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for line in lines:
+                line["records"] = [coordinates(r) for r in line.get("records") or []]
+                fh.write(json.dumps(line, default=str, separators=(",", ":")) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return True
+
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
         with self.path.open(encoding="utf-8") as fh:
             return [json.loads(line) for line in fh if line.strip()]
+
+
+_COORDINATES = ("Keys", "SequenceNumber", "ApproximateCreationDateTime", "SizeBytes", "StreamViewType")
+
+
+def coordinates(record: Mapping[str, Any]) -> Record:
+    """A stream record without its images: what names it, not what it held."""
+    change = record.get("dynamodb") or {}
+    return {**{k: v for k, v in record.items() if k != "dynamodb"},
+            "dynamodb": {k: change[k] for k in _COORDINATES if k in change}}
+
+
+def _has_images(record: Mapping[str, Any]) -> bool:
+    change = record.get("dynamodb") or {}
+    return "NewImage" in change or "OldImage" in change
 
 
 STREAM_RETENTION = 86_400  # seconds DynamoDB Streams keeps a record

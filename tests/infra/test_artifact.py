@@ -45,6 +45,7 @@ from packaging.utils import canonicalize_name
 
 from leadflow_infra.lambda_runtime import RUNTIME_PROVIDED, link_runtime_packages
 from leadflow_infra.template import load_template
+from tests.conftest import TEST_LEAD_ID_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = ROOT / "functions"
@@ -560,10 +561,11 @@ def sql_lead_record() -> tuple[dict, dict]:
     from leadflow.usecases.handoff import notices
     from leadflow.usecases.leads import LeadService
     from leadflow_infra.local.stream_poller import to_lambda_record
+    from tests.conftest import TEST_LEAD_IDS
     from tests.unit.fakes import MemoryStore
 
     rules = load_rules(None)
-    result = LeadService(MemoryStore(), rules).ingest(parse_event(
+    result = LeadService(MemoryStore(), rules, ids=TEST_LEAD_IDS).ingest(parse_event(
         {"type": "form_submitted", "email": "jane@acme.io", "traits": BUYER, "properties": {"form_kind": "demo_request"}}),
         source="artifact-test")
     assert result.lead.stage == "sql", result.lead.stage
@@ -594,7 +596,7 @@ def lambda_env(dead: str, sendgrid_public_key: str, *, tracing: bool) -> dict[st
         POWERTOOLS_SERVICE_NAME="leadflow", POWERTOOLS_METRICS_NAMESPACE="Leadflow", POWERTOOLS_LOG_LEVEL="ERROR",
         POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_TRACE_DISABLED="false" if tracing else "true",
         PYTHONTZPATH="",  # no system time zone database: only what the artifact ships
-        LEADFLOW_TABLE="leadflow-artifact",
+        LEADFLOW_TABLE="leadflow-artifact", LEADFLOW_LEAD_ID_KEY=TEST_LEAD_ID_KEY,
         LEADFLOW_SLACK_WEBHOOK_URL=f"{dead}/services/T/B/x", LEADFLOW_SES_FROM="alerts@acme.example",
         LEADFLOW_CRM_WEBHOOK_URL=f"{dead}/crm", LEADFLOW_CRM_WEBHOOK_SECRET=GENERIC_SECRET,
         LEADFLOW_HUBSPOT_TOKEN="pat-artifact", LEADFLOW_HUBSPOT_BASE_URL=dead,
@@ -643,7 +645,6 @@ def collect(proc: subprocess.Popen, result_file: Path) -> dict:
 def inputs() -> dict:
     """The requests and records the runs feed the handlers (built with the venv's leadflow)."""
     from leadflow.adapters.vendor_webhooks.signatures import generate_sendgrid_keypair
-    from leadflow.domain.handoff import Notice
     from leadflow.usecases.handoff import retry_message
 
     private, public = generate_sendgrid_keypair()
@@ -652,7 +653,7 @@ def inputs() -> dict:
               "dynamodb": {k: v for k, v in record["dynamodb"].items() if k != "NewImage"}}
     return {"dead": f"http://127.0.0.1:{closed_port()}", "sendgrid_private": private, "sendgrid_public": public,
             "record": record, "notice": notice, "erased": erased,
-            "retry": sqs_record(retry_message(Notice.model_validate(notice), "slack", 2, "artifact test"))}
+            "retry": sqs_record(retry_message(notice["lead_id"], notice["move_id"], "slack", 2, "artifact test"))}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import boto3
 import pytest
 
 from leadflow.adapters.dynamodb.ledger import DynamoDeliveryLedger
+from leadflow.adapters.dynamodb.store import DynamoLeadStore
 from leadflow.adapters.sinks import http
 from leadflow.adapters.sinks.crm_webhook import WebhookSink
 from leadflow.adapters.sinks.hubspot import HubSpotSink
@@ -203,7 +204,7 @@ def test_move_alerts_slack_while_its_crm_receiver_is_still_dripping(aws):
         # The CRM first in line, with a deadline far longer than the test needs.
         sinks = [WebhookSink(drip.url + "/crm", SECRET, timeout=60), SlackSink(slack.url + "/services/T/B/x", timeout=60)]
         handoff = Handoff(sinks, DynamoDeliveryLedger(TABLE, client=aws), SqsOutbox(retry_url, dead_url, client=sqs),
-                          rules(), policy=RetryPolicy(attempt_seconds=60))
+                          rules(), leads=DynamoLeadStore(TABLE, client=aws), policy=RetryPolicy(attempt_seconds=60))
         worker = threading.Thread(target=lambda: results.update(handoff.fan_out(lead, lead.moves)), daemon=True)
         worker.start()
 

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadflow.domain.lead import lead_id_for_email
 from leadflow.adapters.vendor_webhooks.signatures import generate_sendgrid_keypair, sign
 from tests.integration.conftest import Context, http_event
+from tests.conftest import lead_id_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HOST = "hooks.leadflow.example"
@@ -103,7 +103,7 @@ def test_sendgrid_batch_applies_every_item_and_unsubscribe_stops_marketing_email
     assert status == 200 and answer["received"] == 4 and answer["failed"] == 0, answer
     emails = {json.loads(body)[i]["email"] for i in range(4)}
     for email in emails:
-        _, lead = call("GET", f"/v1/leads/{lead_id_for_email(email.strip().lower())}")
+        _, lead = call("GET", f"/v1/leads/{lead_id_for(email.strip().lower())}")
         kinds = {e["event"] for e in json.loads(body) if e["email"] == email}
         if kinds & {"unsubscribe", "group_unsubscribe"}:
             assert lead["marketing_email"] == "unsubscribed" and lead["stage"]  # kept, not erased
@@ -152,7 +152,7 @@ def test_hubspot_lifecycle_stage_set_by_a_person_moves_the_lead_explicitly(send,
                                                   "propertyName": "lifecyclestage",
                                                   "propertyValue": "salesqualifiedlead",
                                                   "changeSource": "CRM_UI"}]).encode())
-    _, lead = call("GET", f"/v1/leads/{lead_id_for_email(email)}")
+    _, lead = call("GET", f"/v1/leads/{lead_id_for(email)}")
 
     assert status == 200 and answer["items"][0]["stage_change"] == "moved", answer
     assert lead["stage"] == "sql"
@@ -173,7 +173,7 @@ def test_hubspot_lifecycle_stage_written_by_an_integration_is_not_echoed_back(se
     _, answer = send("hubspot", json.dumps([{**base, "eventId": 2, "occurredAt": now_ms - 1000,
                                              "propertyName": "lifecyclestage", "propertyValue": "customer",
                                              "changeSource": "INTEGRATION"}]).encode())
-    _, lead = call("GET", f"/v1/leads/{lead_id_for_email(email)}")
+    _, lead = call("GET", f"/v1/leads/{lead_id_for(email)}")
 
     assert answer["items"][0]["stage_change"] == "ignored" and lead["stage"] != "customer"
 

@@ -34,11 +34,28 @@ class MemoryStore:
             self.writes += 1
             return copy.deepcopy(new)
 
-    def erase(self, lead):
+    def erase(self, lead, visitor_ids, *, now):
+        from leadflow.domain.handoff import erasure_id
+        from leadflow.domain.ports import Tombstone
+
         with self.lock:
-            self.items.pop(lead.lead_id, None)
-            self.logs.pop(lead.lead_id, None)
+            held = self.items.get(lead.lead_id)
+            if held is None or held.version != lead.version:
+                raise VersionConflict(copy.deepcopy(held))
+            self.tombstones = getattr(self, "tombstones", {})
+            self.tombstones[lead.lead_id] = Tombstone(lead.lead_id, now, erasure_id(held.version,
+                                                                                    held.updated_at.isoformat()))
+            for lead_id in (lead.lead_id, *visitor_ids):
+                self.items.pop(lead_id, None)
+                self.logs.pop(lead_id, None)
         return 1
+
+    def tombstone(self, lead_id):
+        return getattr(self, "tombstones", {}).get(lead_id)
+
+    def erased_at(self, lead_id):
+        found = self.tombstone(lead_id)
+        return found.erased_at if found else None
 
     def events(self, lead_id):
         from leadflow.domain.events import AppliedEvent
@@ -48,6 +65,10 @@ class MemoryStore:
     def append_events(self, lead_id, records):
         for r in records:
             self.logs.setdefault(lead_id, {})[r["event_id"]] = r
+
+    def append_logs(self, logs):
+        for lead_id, records in logs:
+            self.append_events(lead_id, records)
 
     def purge_events(self, lead_id):
         return len(self.logs.pop(lead_id, {}))
@@ -129,6 +150,12 @@ class MemoryLedger:
                 return False
             item.update(status="failed", attempts=0)
             return True
+
+    def forget(self, lead_id, move_id):
+        with self.lock:
+            self.writes += 1
+            for key in [k for k in self.items if k[:2] == (lead_id, move_id)]:
+                del self.items[key]
 
     def deliveries(self, lead_id):
         return [{"move_id": t, "sink": s, **v} for (l, t, s), v in self.items.items() if l == lead_id]

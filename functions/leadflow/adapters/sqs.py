@@ -1,5 +1,7 @@
 """The handoff's outbox on SQS: a retry queue read back by the retry function (delays
-give the backoff), and the dead-letter queue `leadflow dlq` lists and replays."""
+give the backoff), and the dead-letter queue `leadflow dlq` lists and replays. Messages
+carry ids (lead, move, sink) and the reason, never the person: an erasure leaves nothing
+of them queued."""
 
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ class SqsOutbox:
 
 
 def _attributes(message: dict) -> dict:
-    """Sink and move as attributes, so a queue can be browsed without parsing bodies."""
-    notice = message.get("notice") or {}
-    attrs = {"sink": message.get("sink"), "move_id": notice.get("move_id"), "lead_id": notice.get("lead_id")}
+    """Sink and move as attributes, so a queue can be browsed without parsing bodies.
+    Ids only: a message holds nothing of the person (the move is read from the lead)."""
+    attrs = {"sink": message.get("sink"), "move_id": message.get("move_id"), "lead_id": message.get("lead_id")}
     return {k: {"DataType": "String", "StringValue": str(v)} for k, v in attrs.items() if v}

@@ -75,6 +75,41 @@ class Notice(BaseModel):
         return name or (self.email or self.lead_id)
 
 
+# An erasure is delivered like a move: to each CRM that can delete the contact, once,
+# through the delivery ledger, retried and dead-lettered like any move. Its "move id"
+# names the erasure: the erased lead item's version and last write time, which the
+# tombstone records and the stream's REMOVE record carries, so a REMOVE record
+# redelivered after a later erasure of the same id is told apart from it.
+ERASURE_PREFIX = "erasure:"
+
+
+def erasure_id(version: int, updated_at: str) -> str:
+    return f"{ERASURE_PREFIX}{int(version)}:{updated_at}"
+
+
+def is_erasure(move_id: str | None) -> bool:
+    return bool(move_id) and str(move_id).startswith(ERASURE_PREFIX)
+
+
+class Erasure(BaseModel):
+    """What a CRM needs to delete an erased person's contact.
+
+    `email` is known only on the first attempt, read from the stream's REMOVE record
+    (which carries the lead's last image anyway); it is never put in a retry message, a
+    dead letter or the ledger. `ids` are the CRM's own record ids (sink -> ids) that the
+    moves' receipts held, copied into the tombstone at the erasure: what a retry deletes by."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lead_id: str
+    erasure: str
+    email: str | None = None
+    ids: dict[str, list[str]] = Field(default_factory=dict)
+
+    def ids_for(self, sink: str) -> list[str]:
+        return list(self.ids.get(sink) or [])
+
+
 def wants(kind: SinkKind, notice: Notice, alert_stages: frozenset[str] | set[str]) -> bool:
     """Whether a sink of `kind` takes this move. A disqualified lead is never announced."""
     if kind == "crm":

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Se
 
 if TYPE_CHECKING:  # annotations only: a port does not build the models it names
     from leadflow.domain.events import AppliedEvent
-    from leadflow.domain.handoff import Notice, Owner, SinkKind
+    from leadflow.domain.handoff import Erasure, Notice, Owner, SinkKind
     from leadflow.domain.lead import Lead
 
 
@@ -33,11 +33,26 @@ class LeadStore(Protocol):
         Returns the lead with its new version; raises VersionConflict otherwise."""
         ...
 
-    def erase(self, lead: Lead) -> int: ...
+    def erase(self, lead: Lead, visitor_ids: Iterable[str], *, now: datetime) -> int:
+        """The lead, its event log, and its visitor aliases `visitor_ids` with their logs,
+        leaving a tombstone (the id and `now`, no personal data). Raises VersionConflict
+        when the lead changed since it was read (erase what is there, read again)."""
+        ...
+
+    def erased_at(self, lead_id: str) -> datetime | None:
+        """When the lead with this id was last erased (its tombstone), or None."""
+        ...
+
+    def tombstone(self, lead_id: str) -> Tombstone | None: ...
 
     def events(self, lead_id: str) -> list[AppliedEvent]: ...
 
     def append_events(self, lead_id: str, records: Iterable[dict]) -> None: ...
+
+    def append_logs(self, logs: Iterable[tuple[str, Iterable[dict]]]) -> None:
+        """Several leads' events appended at once, (lead id, events) each: the same items as
+        `append_events` for each, in fewer calls."""
+        ...
 
     def purge_events(self, lead_id: str) -> int: ...
 
@@ -52,6 +67,17 @@ class LeadStore(Protocol):
     def leads_in_stage(self, stage: str, entered_before: str | None = None) -> Iterator[Lead]: ...
 
     def first_touch_seconds(self) -> list[float]: ...
+
+
+@dataclass
+class Tombstone:
+    """What an erasure leaves behind: the id, when, which erasure (see
+    `domain.handoff.erasure_id`), and the CRMs' own record ids its deletes need."""
+
+    lead_id: str
+    erased_at: datetime
+    erasure: str
+    ids: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Claim:
@@ -99,6 +125,10 @@ class DeliveryLedger(Protocol):
         """Make a dead-lettered delivery claimable again (for a replay). False if it was sent."""
         ...
 
+    def forget(self, lead_id: str, move_id: str) -> None:
+        """Remove the move's record: its lead was erased while it was being claimed."""
+        ...
+
     def deliveries(self, lead_id: str) -> list[dict]: ...
 
 
@@ -122,6 +152,17 @@ class Sink(Protocol):
     def deliver(self, notice: Notice, *, deadline: float | None = None) -> Receipt:
         """One attempt, over by `deadline` (a `time.monotonic()` instant) at the latest.
         Returns a receipt or raises RetryableError / PermanentError."""
+        ...
+
+
+class Eraser(Protocol):
+    """A sink that can also delete an erased person's record (HubSpot, Salesforce)."""
+
+    name: str
+
+    def erase(self, erasure: Erasure, *, deadline: float | None = None) -> Receipt:
+        """Ask the receiver to delete the person's record. One attempt, like `deliver`;
+        a record that is already gone is a success."""
         ...
 
 

@@ -1,6 +1,8 @@
 """HandoffFunction: the table's stream, filtered (FilterCriteria) to lead writes that
-made stage moves (the item's `moves`); fans each move out to the sinks once. Each
-attempt's deadline is bounded by what is left of the invocation."""
+made stage moves (the item's `moves`), and to the removal of a known lead (an
+erasure). Fans each move out to the sinks once; asks the CRMs to delete an erased
+person's contact once. Each attempt's deadline is bounded by what is left of the
+invocation."""
 
 import json
 
@@ -9,6 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 
 from leadflow import container
 from leadflow.adapters.dynamodb.store import item_to_lead
+from leadflow.domain.handoff import erasure_id
 from leadflow.observability import logged_failure, logger, metrics, tracer
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
@@ -22,8 +25,13 @@ def time_left(context):
 
 
 def record_handler(record: DynamoDBRecord, lambda_context=None) -> dict:
-    image = record.dynamodb.new_image
     with logged_failure("handoff.record_failed", record.dynamodb.sequence_number):
+        if record.event_name is not None and record.event_name.name == "REMOVE":
+            old = record.dynamodb.old_image or {}
+            # The removed image's address is handed to the first attempt, and kept nowhere.
+            return container.handoff().erase(str(old["lead_id"]), erasure_id(int(old["version"]), str(old["updated_at"])),
+                                             email=old.get("email"), time_left=time_left(lambda_context))
+        image = record.dynamodb.new_image
         return container.handoff().fan_out(item_to_lead(image), json.loads(image["moves"]),
                                            time_left=time_left(lambda_context))
 

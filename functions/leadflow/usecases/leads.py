@@ -12,9 +12,9 @@ from leadflow.domain.conform import conform
 from leadflow.domain.engine import (
     absorb, apply_action, apply_event, apply_stage, needs_events, new_lead, refresh, score_lead,
 )
-from leadflow.domain.errors import NotFound, TooManyConflicts
+from leadflow.domain.errors import Erased, NotFound, TooManyConflicts
 from leadflow.domain.events import AppliedEvent, CanonicalEvent, finalise, normalise_email
-from leadflow.domain.lead import Lead, Move, lead_id_for_anonymous, lead_id_for_email, stage_rank
+from leadflow.domain.lead import Lead, LeadIds, Move, stage_rank
 from leadflow.domain.routing import assign, rep_for_actor
 from leadflow.domain.ports import LeadStore, VersionConflict
 from leadflow.domain.rules import Rules
@@ -51,8 +51,9 @@ class Applied:
 
 class LeadService:
     def __init__(self, store: LeadStore, rules: Rules, clock: Callable[[], datetime] = utcnow,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, *, ids: LeadIds):
         self.store = store
+        self.ids = ids  # the deployment's lead-id derivation (keyed): every id from an address goes through it
         self.rules = rules
         self.clock = clock
         self.sleep = sleep
@@ -91,14 +92,16 @@ class LeadService:
 
     def apply(self, event: AppliedEvent, now: datetime) -> Applied:
         turns: dict[str, int] = {}
+        erasures: dict[str, datetime | None] = {}
 
         def attempt(conflict: VersionConflict | None) -> Applied:
             current = conflict.current if conflict is not None else None
             if current is None or current.merged_into or (
                     event.anonymous_id and event.email and event.anonymous_id not in current.anonymous_ids):
-                resolved = self._resolve(event, now)  # first attempt, or the identity changed under us
+                resolved = self._resolve(event, now, erasures)  # first attempt, or the identity changed under us
             else:
                 resolved = Resolved(current, current.version)  # the conflict returned the item: no re-read
+                self.refuse_if_erased(current.lead_id, current, event.occurred_at, erasures)
             outcome = apply_event(resolved.lead, event, self.rules, now)
             if outcome.duplicate:
                 return Applied(resolved.lead, [], True)
@@ -106,6 +109,24 @@ class LeadService:
             return Applied(self.store.put(outcome.lead, resolved.expected), outcome.moves, False)
 
         return self.optimistically(attempt)
+
+    def refuse_if_erased(self, lead_id: str, lead: Lead | None, occurred_at: datetime,
+                          erasures: dict[str, datetime | None]) -> None:
+        """An erased person is not brought back by what happened before the erasure (a
+        replayed vendor delivery, an old export): an event that occurred at or before the
+        lead's tombstone is refused (Erased). One that occurred after it is the person
+        coming back, a new consent, and makes a new lead. Only a lead about to be created,
+        or an event older than the lead, can be such a replay, so only those read the
+        tombstone (once per event, whatever the conflicts), before anything is written
+        (a visitor's alias included)."""
+        if lead is not None and (not lead.known or occurred_at >= lead.created_at):
+            return
+        if lead_id not in erasures:
+            erasures[lead_id] = self.store.erased_at(lead_id)
+        erased_at = erasures[lead_id]
+        if erased_at is not None and occurred_at <= erased_at:
+            raise Erased("this person was erased after this event happened: it is not applied",
+                         field="occurred_at")
 
     def _assign(self, lead: Lead, moves: list[Move], turns: dict[str, int]) -> None:
         """Give a lead reaching the assignment stage an owner, in the same write as the
@@ -129,19 +150,21 @@ class LeadService:
         move.routing = {"rule": assignment.rule, "team": assignment.team, "turn": assignment.turn,
                         "reason": assignment.reason}
 
-    def _resolve(self, event: AppliedEvent, now: datetime) -> "Resolved":
+    def _resolve(self, event: AppliedEvent, now: datetime,
+                 erasures: dict[str, datetime | None] | None = None) -> "Resolved":
         """Find the lead an event belongs to: by email, else by the visitor's alias.
         An identified visitor's history is joined to the lead first."""
         if event.email:
-            lead_id = lead_id_for_email(event.email)
+            lead_id = self.ids.for_email(event.email)
             lead = self.store.get(lead_id)
+            self.refuse_if_erased(lead_id, lead, event.occurred_at, {} if erasures is None else erasures)
             expected = lead.version if lead is not None else None
             base = lead if lead is not None else new_lead(lead_id, email=event.email, now=now)
             anon = event.anonymous_id
             if anon and anon not in base.anonymous_ids:
                 base = self._join_visitor(base, anon, now)
             return Resolved(base, expected)
-        visitor_id = lead_id_for_anonymous(event.anonymous_id or "")
+        visitor_id = self.ids.for_anonymous(event.anonymous_id or "")
         visitor = self.store.get(visitor_id)
         if visitor is not None and visitor.merged_into:
             target = self.store.get(visitor.merged_into)
@@ -158,7 +181,7 @@ class LeadService:
         """Point the visitor at the lead first (so its later anonymous events follow),
         then let the event's own write carry the visitor's history into the lead. A crash
         in between leaves an alias whose history is absorbed on the next event."""
-        visitor_id = lead_id_for_anonymous(anon)
+        visitor_id = self.ids.for_anonymous(anon)
         visitor = self.store.get(visitor_id)
         if visitor is None:
             visitor = new_lead(visitor_id, email=None, now=now).model_copy(update={"merged_into": base.lead_id})
@@ -188,7 +211,7 @@ class LeadService:
 
     def get_by_email(self, email: str) -> Lead:
         normalised = normalise_email(email)
-        lead = self.store.get(lead_id_for_email(normalised))
+        lead = self.store.get(self.ids.for_email(normalised))
         if lead is None:
             raise NotFound("no lead with that email", field="email")
         return lead
@@ -202,6 +225,8 @@ class LeadService:
             "email": lead.email,
             "anonymous_ids": lead.anonymous_ids,
             "traits": lead.traits,
+            "trait_sources": lead.trait_sources,
+            "review": [r.model_dump(mode="json") for r in lead.review],
             "stage": lead.stage,
             "stage_entered_at": lead.stage_entered_at.isoformat(),
             "score": card.score,
@@ -248,8 +273,10 @@ class LeadService:
         applied = finalise(event, now=now, source=source)
         turns: dict[str, int] = {}
 
+        erasures: dict[str, datetime | None] = {}
+
         def attempt(_conflict: VersionConflict | None) -> Applied:
-            resolved = self._resolve(applied, now)
+            resolved = self._resolve(applied, now, erasures)
             outcome = apply_stage(resolved.lead, stage, actor=actor, reason=reason, key=applied.event_id,
                                   rules=self.rules, now=now)
             if not outcome.moves:
@@ -260,8 +287,16 @@ class LeadService:
         return self.optimistically(attempt)
 
     def erase(self, lead_id: str) -> int:
-        lead = self.get(lead_id)
-        return self.store.erase(lead)
+        """Erase the lead (and its aliases), leaving a tombstone: see LeadStore.erase. A
+        write landing between the read and the erasure makes it read again and erase that."""
+        for _ in range(MAX_ATTEMPTS):
+            lead = self.get(lead_id)
+            try:
+                return self.store.erase(lead, [self.ids.for_anonymous(anon) for anon in lead.anonymous_ids],
+                                        now=self.clock())
+            except VersionConflict:
+                continue
+        raise TooManyConflicts(f"lead is being updated too often to erase; gave up after {MAX_ATTEMPTS} attempts")
 
     # -- scheduled ---------------------------------------------------------------------
 
@@ -269,7 +304,7 @@ class LeadService:
         """The lead's events, including those it had as an anonymous visitor."""
         events = self.store.events(lead.lead_id)
         for anon in lead.anonymous_ids:
-            events.extend(self.store.events(lead_id_for_anonymous(anon)))
+            events.extend(self.store.events(self.ids.for_anonymous(anon)))
         return events
 
     def rescore_all(self) -> dict[str, int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from leadflow.domain.errors import IllegalTransition, LeadflowError
+from leadflow.domain.errors import Erased, IllegalTransition, LeadflowError
 from leadflow.observability import count, logger
 
 if TYPE_CHECKING:
@@ -62,6 +62,9 @@ def _apply_item(source: str, item: Any, service: LeadService) -> dict[str, Any]:
         return {**out, "status": "ignored", "reason": item.ignored or "nothing to apply"}
     try:
         result = service.ingest(item.event, source=f"webhook:{source}")
+    except Erased as exc:
+        # Answered as handled (2xx) so the vendor stops re-sending; nothing is written.
+        return {**out, "status": "ignored", "reason": exc.message}
     except LeadflowError as exc:
         return {**out, "status": "failed", "reason": exc.message}
     lead = result.lead

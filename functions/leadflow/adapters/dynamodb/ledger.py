@@ -17,6 +17,12 @@ back the item as it stands (ALL_OLD), and the claim is made again for the sinks 
 are still free, without a read; each round leaves out at least one sink, so it ends.
 A retry of one sink is a claim and a settle of that sink's attribute alone.
 
+An erasure's deliveries (the CRM deletes) live in the lead's tombstone (SK=ERASED), the
+one item of the lead the erasure keeps, claimed only while it names that erasure: a
+stale REMOVE record redelivered after a later erasure finds its claims "superseded",
+and no claim ever creates a tombstone. A move whose lead was erased while it was being
+claimed is forgotten (its item deleted), so no ledger item outlives an erasure.
+
 Moves delivered before this layout (one item per sink, SEND#<move id>#<sink>) are still
 listed by `deliveries`, so the SLA watch does not escalate a level twice; a claim does
 not consult them.
@@ -29,7 +35,8 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 from leadflow.adapters.dynamodb.store import DynamoTable
-from leadflow.adapters.dynamodb.keys import delivery_sk, lead_pk
+from leadflow.adapters.dynamodb.keys import ERASED_SK, delivery_sk, lead_pk
+from leadflow.domain.handoff import is_erasure
 from leadflow.domain.ports import Claim
 
 SINK_PREFIX = "sink_"
@@ -42,7 +49,9 @@ def sink_attribute(sink: str) -> str:
 
 class DynamoDeliveryLedger(DynamoTable):
     def _key(self, lead_id: str, move_id: str) -> dict:
-        return {"PK": {"S": lead_pk(lead_id)}, "SK": {"S": delivery_sk(move_id)}}
+        # An erasure's deliveries (the CRM deletes) are recorded in the tombstone itself:
+        # the sweep of the lead's leftovers never removes it, and it holds no personal data.
+        return {"PK": {"S": lead_pk(lead_id)}, "SK": {"S": ERASED_SK if is_erasure(move_id) else delivery_sk(move_id)}}
 
     # -- claims ------------------------------------------------------------------------
 
@@ -72,6 +81,10 @@ class DynamoDeliveryLedger(DynamoTable):
                 if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                     raise
                 old = exc.response.get("Item") or {}
+                if is_erasure(move_id) and old.get("erasure", {}).get("S") != move_id:
+                    # No tombstone, or one of a later erasure: this one is over (a stale record).
+                    out.update({sink: Claim(Claim.DONE, 0, "superseded") for sink in plan})
+                    return out
                 plan = {}
                 for sink in dict.fromkeys(sinks):
                     if sink in out:
@@ -97,6 +110,11 @@ class DynamoDeliveryLedger(DynamoTable):
         names: dict[str, str] = {}
         values: dict[str, Any] = {":kind": {"S": "delivery"}}
         sets, conditions = ["kind = :kind"], []
+        if is_erasure(move_id):  # claimed on its own tombstone only: never creates an item
+            sets = []
+            names["#erasure"] = "erasure"
+            values = {":erasure": {"S": move_id}}
+            conditions.append("#erasure = :erasure")
         for i, (sink, absent) in enumerate(plan.items()):
             a = f"#s{i}"
             names[a] = sink_attribute(sink)
@@ -176,25 +194,43 @@ class DynamoDeliveryLedger(DynamoTable):
             logger.warning("handoff.settled_after_erasure", extra={"move_id": move_id, "sinks": sorted(outcomes)})
 
     def revive(self, lead_id: str, move_id: str, sink: str, *, now: datetime) -> bool:
+        """False when it was sent meanwhile, or (an erasure) its tombstone is gone or
+        belongs to a later erasure."""
         from botocore.exceptions import ClientError
 
+        names = {"#s": sink_attribute(sink), "#st": "st"}
+        values: dict[str, Any] = {
+            ":failed": {"M": {"st": {"S": "failed"}, "n": {"N": "0"}, "at": {"S": now.isoformat()}}},
+            ":sent": {"S": "sent"}}
+        update, condition = "SET #s = :failed", "(attribute_not_exists(#s) OR #s.#st <> :sent)"
+        if is_erasure(move_id):
+            names["#erasure"] = "erasure"
+            values[":erasure"] = {"S": move_id}
+            condition += " AND #erasure = :erasure"
+        else:
+            update += ", kind = :kind"
+            values[":kind"] = {"S": "delivery"}
         self._count("UpdateItem")
         try:
             self.client.update_item(
                 TableName=self.table_name,
                 Key=self._key(lead_id, move_id),
-                UpdateExpression="SET #s = :failed, kind = :kind",
-                ConditionExpression="attribute_not_exists(#s) OR #s.#st <> :sent",
-                ExpressionAttributeNames={"#s": sink_attribute(sink), "#st": "st"},
-                ExpressionAttributeValues={
-                    ":failed": {"M": {"st": {"S": "failed"}, "n": {"N": "0"}, "at": {"S": now.isoformat()}}},
-                    ":sent": {"S": "sent"}, ":kind": {"S": "delivery"}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
             return False
         return True
+
+    def forget(self, lead_id: str, move_id: str) -> None:
+        """The move's item goes: its lead was erased, and a claim made at the same time
+        may have written it again after the erasure's sweep."""
+        self._count("DeleteItem")
+        self.client.delete_item(TableName=self.table_name, Key=self._key(lead_id, move_id))
 
     # -- reading -----------------------------------------------------------------------
 

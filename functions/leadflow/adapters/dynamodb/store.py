@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import zlib
+from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, Iterable, Iterator
 
-from leadflow.adapters.dynamodb.keys import LEAD_SK, counter_pk, event_sk, lead_pk, stage_gsi_pk, stage_gsi_sk
+from leadflow.adapters.dynamodb.keys import ERASED_SK, LEAD_SK, counter_pk, event_sk, lead_pk, stage_gsi_pk, stage_gsi_sk
 from leadflow.domain.events import AppliedEvent
 from leadflow.domain.lead import Lead
-from leadflow.domain.ports import LeadChange, VersionConflict
+from leadflow.domain.ports import LeadChange, Tombstone, VersionConflict
 
 def to_plain(value: Any) -> Any:
     """DynamoDB numbers arrive as Decimal; give the models ints and floats."""
@@ -104,6 +105,9 @@ def lead_change(event_name: str, keys: dict[str, Any], new_image: dict[str, Any]
 
 
 _META = ("PK", "SK", "GSI1PK", "GSI1SK", "kind", "ttl")
+# Receipt fields that are a CRM's own id of the person's record (HubSpot's contact, the
+# Salesforce Lead): kept in the tombstone for the CRM deletes, nothing else of a receipt.
+RECORD_ID_KEYS = ("contact_id", "salesforce_id")
 
 
 class DynamoTable:
@@ -226,22 +230,104 @@ class DynamoLeadStore(DynamoTable):
         self._batch_write([{"DeleteRequest": {"Key": k}} for k in keys])
         return len(keys)
 
-    def erase(self, lead: Lead) -> int:
-        """The lead, its event log and its visitor aliases. Events the stream writes
-        after this are swept when the stream delivers the lead's REMOVE record."""
-        keys = [{"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(lead.lead_id, keys_only=True)]
-        from leadflow.domain.lead import lead_id_for_anonymous
+    def erase(self, lead: Lead, visitor_ids: Iterable[str], *, now: datetime) -> int:
+        """The lead, its event log, its delivery ledger and its visitor aliases (`visitor_ids`:
+        the ids of its anonymous ids, derived by the caller with the deployment's key),
+        leaving a tombstone. In this order, so that nothing can undo the erasure:
 
-        for anon in lead.anonymous_ids:
-            keys.append(self._key(lead_id_for_anonymous(anon)))
-            keys.extend({"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(lead_id_for_anonymous(anon), "EVENT#", keys_only=True))
-        return self._delete_keys(keys)
+        1. the tombstone (PK=LEAD#<id>, SK=ERASED): when, which erasure (the lead item's
+           version and last write time, as the stream's REMOVE record will carry them),
+           and the CRMs' own record ids from the moves' receipts, which the CRM deletes
+           use once the address is gone. Written first, so an event arriving meanwhile is
+           already refused and the REMOVE record always finds it;
+        2. the lead item, conditional on the version read: the REMOVE record is the
+           erasure the tombstone names (a write in between: VersionConflict, read again);
+        3. everything else under the id, and the aliases with their logs.
+        Log items and ledger states the stream consumers write after this are swept when
+        the event log meets the REMOVE record."""
+        from botocore.exceptions import ClientError
+
+        from leadflow.domain.handoff import erasure_id
+
+        self._count("GetItem")
+        held = self.client.get_item(TableName=self.table_name, Key=self._key(lead.lead_id), ConsistentRead=True,
+                                    ProjectionExpression="version, updated_at").get("Item")
+        if held is None:
+            raise VersionConflict(None)
+        version = held["version"]["N"]
+        tombstone: dict[str, Any] = {
+            "PK": {"S": lead_pk(lead.lead_id)}, "SK": {"S": ERASED_SK}, "kind": {"S": "erased"},
+            "lead_id": {"S": lead.lead_id}, "erased_at": {"S": now.isoformat()},
+            "erasure": {"S": erasure_id(int(version), held["updated_at"]["S"])},
+        }
+        crm_ids = self._crm_ids(lead.lead_id)
+        if crm_ids:
+            tombstone["crm_ids"] = {"M": {sink: {"SS": ids} for sink, ids in crm_ids.items()}}
+        self._count("PutItem")
+        self.client.put_item(TableName=self.table_name, Item=tombstone)
+        self._count("DeleteItem")
+        try:
+            self.client.delete_item(TableName=self.table_name, Key=self._key(lead.lead_id),
+                                    ConditionExpression="version = :v", ExpressionAttributeValues={":v": {"N": version}},
+                                    ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            old = exc.response.get("Item")
+            raise VersionConflict(item_to_lead(self._plain(old)) if old else None) from None
+        keys = [{"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(lead.lead_id, keys_only=True)
+                if it["SK"]["S"] not in (LEAD_SK, ERASED_SK)]
+        for visitor_id in visitor_ids:
+            keys.append(self._key(visitor_id))
+            keys.extend({"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(visitor_id, "EVENT#", keys_only=True))
+        return 1 + self._delete_keys(keys)
+
+    def _crm_ids(self, lead_id: str) -> dict[str, list[str]]:
+        """sink -> the record ids the CRMs answered the lead's moves with (their receipts)."""
+        from leadflow.adapters.dynamodb.ledger import delivery_entries
+
+        found: dict[str, set[str]] = {}
+        for item in self._query_pk(lead_id, "SEND#"):
+            for entry in delivery_entries(item):
+                detail = entry.get("detail") or {}
+                for key in RECORD_ID_KEYS:
+                    if detail.get(key):
+                        found.setdefault(entry["sink"], set()).add(str(detail[key]))
+        return {sink: sorted(ids) for sink, ids in found.items()}
+
+    def _tombstone_item(self, lead_id: str, projection: str | None = None) -> dict | None:
+        kwargs: dict[str, Any] = {"TableName": self.table_name, "ConsistentRead": True,
+                                  "Key": {"PK": {"S": lead_pk(lead_id)}, "SK": {"S": ERASED_SK}}}
+        if projection:
+            kwargs["ProjectionExpression"] = projection
+        self._count("GetItem")
+        return self.client.get_item(**kwargs).get("Item")
+
+    def erased_at(self, lead_id: str) -> datetime | None:
+        item = self._tombstone_item(lead_id, "erased_at")
+        return datetime.fromisoformat(item["erased_at"]["S"]) if item else None
+
+    def tombstone(self, lead_id: str) -> Tombstone | None:
+        item = self._tombstone_item(lead_id, "erased_at, erasure, crm_ids")
+        if item is None:
+            return None
+        ids = {sink: sorted(v.get("SS", [])) for sink, v in item.get("crm_ids", {}).get("M", {}).items()}
+        return Tombstone(lead_id=lead_id, erased_at=datetime.fromisoformat(item["erased_at"]["S"]),
+                         erasure=item["erasure"]["S"], ids=ids)
 
     def purge_events(self, lead_id: str) -> int:
         """Sweep an erased lead's leftovers: event log items and delivery records written
-        after the erasure by the stream consumers."""
-        keys = [{"PK": it["PK"], "SK": it["SK"]} for it in self._query_pk(lead_id, keys_only=True)
-                if it["SK"]["S"].startswith(("EVENT#", "SEND#"))]
+        after the erasure by the stream consumers. The person may have come back since (a
+        new interaction after the erasure makes a new lead under the same id): then only
+        log items received up to the erasure go, and the new lead's ledger stays."""
+        erased_at = self.erased_at(lead_id)
+        back = erased_at is not None and self.get(lead_id) is not None
+        upto = f"EVENT#{erased_at.isoformat()}~" if erased_at is not None else None  # "~" sorts after the id
+        keys = []
+        for it in self._query_pk(lead_id, keys_only=True):
+            sk = it["SK"]["S"]
+            if (sk.startswith("EVENT#") and (upto is None or sk <= upto)) or (sk.startswith("SEND#") and not back):
+                keys.append({"PK": it["PK"], "SK": it["SK"]})
         return self._delete_keys(keys)
 
     def next_turn(self, name: str) -> int:
@@ -266,11 +352,19 @@ class DynamoLeadStore(DynamoTable):
     def append_events(self, lead_id: str, records: Iterable[dict]) -> None:
         """Idempotent: an event's log key is fixed, so a redelivered stream batch rewrites
         the same items."""
-        puts = []
-        for rec in records:
-            data = _to_dynamo({**rec, "PK": lead_pk(lead_id), "SK": event_sk(rec["received_at"], rec["event_id"]), "kind": "event"})
-            puts.append({"PutRequest": {"Item": self._item(data)}})
-        self._batch_write(puts)
+        self.append_logs([(lead_id, records)])
+
+    def append_logs(self, logs: Iterable[tuple[str, Iterable[dict]]]) -> None:
+        """Every lead's events in as few BatchWriteItem calls as 25 per call allows. One
+        request may not name a key twice, and the same event logged twice is the same
+        item: the last one stands."""
+        puts: dict[tuple[str, str], dict] = {}
+        for lead_id, records in logs:
+            for rec in records:
+                key = (lead_pk(lead_id), event_sk(rec["received_at"], rec["event_id"]))
+                data = _to_dynamo({**rec, "PK": key[0], "SK": key[1], "kind": "event"})
+                puts[key] = {"PutRequest": {"Item": self._item(data)}}
+        self._batch_write(list(puts.values()))
 
     def scan_leads(self) -> Iterator[Lead]:
         kwargs: dict[str, Any] = {

@@ -13,6 +13,15 @@ lost opportunity) therefore sends two upserts, in order: first `lifecyclestage: 
 (which clears it), then the real value. They are two requests, not two inputs of one
 batch, because HubSpot does not promise to apply a batch's inputs in order. Both are
 idempotent, so a retry after a failure between them converges too.
+
+An erased person's contact is deleted with HubSpot's GDPR delete,
+`POST /crm/v3/objects/contacts/gdpr-delete` (204, no body), which also removes its
+associated content: by the contact ids leadflow's own upserts got back (the tombstone
+keeps them), `{"objectId": "<id>"}`, a 404 meaning it is already gone; when no id is
+known, on the first attempt only (the one that still has the address), by email:
+`{"objectId": "<email>", "idProperty": "email"}`. HubSpot then also blocks the address
+if no contact has it. A retry that has neither cannot succeed: it is dead-lettered with
+the reason, for a person to delete the contact in HubSpot.
 """
 
 from __future__ import annotations
@@ -20,13 +29,14 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from leadflow.domain.handoff import Notice, SinkKind
+from leadflow.domain.handoff import Erasure, Notice, SinkKind
 from leadflow.domain.lead import stage_rank
 from leadflow.domain.errors import PermanentError
 from leadflow.domain.ports import Receipt
 from leadflow.adapters.sinks.http import clip, deadline_after, raise_for, send
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+GDPR_DELETE_PATH = "/crm/v3/objects/contacts/gdpr-delete"
 
 # leadflow stage -> HubSpot's internal lifecyclestage value.
 DEFAULT_LIFECYCLE_MAP: dict[str, str] = {
@@ -64,6 +74,32 @@ class HubSpotSink:
         result = self._upsert(notice.email, properties, what="hubspot upsert", deadline=until)
         return {"contact_id": str(result.get("id")), "created": bool(result.get("new", False))}
 
+    def erase(self, erasure: Erasure, *, deadline: float | None = None) -> Receipt:
+        until = deadline_after(self.timeout, deadline)  # every delete of one attempt shares its time
+        ids = erasure.ids_for(self.name)
+        if ids:
+            gone = [i for i in ids if self._gdpr_delete({"objectId": i}, deadline=until)]
+            return {"deleted": len(gone), "by": "id"}
+        if erasure.email:
+            self._gdpr_delete({"objectId": erasure.email, "idProperty": "email"}, deadline=until)
+            return {"deleted": 1, "by": "email"}
+        raise PermanentError("hubspot gdpr delete: no contact id known and the address is no longer held: "
+                             "delete the contact in HubSpot by hand")
+
+    def _gdpr_delete(self, body: dict[str, str], *, deadline: float) -> bool:
+        """True when a contact was deleted, False when it was already gone (404)."""
+        what = "hubspot gdpr delete"
+        answer = send("POST", self.base_url + GDPR_DELETE_PATH, json.dumps(body).encode(), self._headers(),
+                      self.timeout, what=what, deadline=deadline)
+        if answer.status == 404:
+            return False
+        raise_for(answer, what, detail=_error_detail(answer.json()) if not answer.ok else None)
+        return True
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+                "Accept": "application/json"}
+
     def properties(self, notice: Notice) -> dict[str, str]:
         """Contact properties for this move. Absent traits are left out, never sent as
         "", so a value a rep typed in HubSpot is not wiped by a lead that lacks it."""
@@ -88,12 +124,7 @@ class HubSpotSink:
     def _upsert(self, email: str, properties: dict[str, str], *, what: str, deadline: float | None = None,
                 ) -> dict[str, Any]:
         body = {"inputs": [{"idProperty": "email", "id": email, "properties": {**properties, "email": email}}]}
-        headers = {
-            "Authorization": f"Bearer {self.token}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
-        answer = send("POST", self.base_url + UPSERT_PATH, json.dumps(body).encode(), headers, self.timeout,
+        answer = send("POST", self.base_url + UPSERT_PATH, json.dumps(body).encode(), self._headers(), self.timeout,
                       what=what, deadline=deadline)
         raise_for(answer, what, detail=_error_detail(answer.json()) if not answer.ok else None)
         document = answer.json() or {}

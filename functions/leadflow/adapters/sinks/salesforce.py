@@ -11,6 +11,11 @@ Authentication is the OAuth 2.0 client-credentials flow of a connected app:
 `instance_url` API calls must use. The token is cached on the sink (a warm Lambda
 reuses it); a 401 from the API fetches a new one once and repeats that call once.
 
+An erased person's Lead is deleted by the same external id,
+`DELETE /services/data/vXX.X/sobjects/Lead/<ExternalIdField>/<lead_id>` (204), so the
+delete needs nothing of the person: every Lead this sink made carries the id. A 404
+(NOT_FOUND: never pushed, or already deleted) means there is nothing left to delete.
+
 Exceptions to "4xx is permanent": REQUEST_LIMIT_EXCEEDED (a 403 while the org's
 rolling API limit is spent) and UNABLE_TO_LOCK_ROW (a concurrent write) pass later.
 """
@@ -22,7 +27,7 @@ import threading
 import urllib.parse
 from typing import Any, Mapping
 
-from leadflow.domain.handoff import Notice, SinkKind
+from leadflow.domain.handoff import Erasure, Notice, SinkKind
 from leadflow.domain.errors import PermanentError, RetryableError
 from leadflow.domain.ports import Receipt
 from leadflow.adapters.sinks.http import Response, clip, deadline_after, raise_for, retry_after, send
@@ -64,10 +69,19 @@ class SalesforceSink:
         self._session: tuple[str, str] | None = None  # (access token, instance URL to call)
         self._lock = threading.Lock()
 
+    def _path(self, lead_id: str) -> str:
+        return (f"/services/data/{self.api_version}/sobjects/Lead/"
+                f"{urllib.parse.quote(self.external_id_field, safe='')}/{urllib.parse.quote(lead_id, safe='')}")
+
+    def erase(self, erasure: Erasure, *, deadline: float | None = None) -> Receipt:
+        until = deadline_after(self.timeout, deadline)
+        answer = self._api("DELETE", self._path(erasure.lead_id), None, what="salesforce delete", deadline=until,
+                           gone_ok=True)
+        return {"deleted": answer.status != 404}
+
     def deliver(self, notice: Notice, *, deadline: float | None = None) -> Receipt:
         until = deadline_after(self.timeout, deadline)  # a token fetch and the upsert share one attempt's time
-        path = (f"/services/data/{self.api_version}/sobjects/Lead/"
-                f"{urllib.parse.quote(self.external_id_field, safe='')}/{urllib.parse.quote(notice.lead_id, safe='')}")
+        path = self._path(notice.lead_id)
         body = json.dumps(self.fields(notice)).encode()
         answer = self._api("PATCH", path, body, what="salesforce upsert", deadline=until)
         document = answer.json() if answer.body else None
@@ -105,13 +119,17 @@ class SalesforceSink:
 
     # ------------------------------------------------------------ HTTP with the token
 
-    def _api(self, method: str, path: str, body: bytes, *, what: str, deadline: float | None = None) -> Response:
+    def _api(self, method: str, path: str, body: bytes | None, *, what: str, deadline: float | None = None,
+             gone_ok: bool = False) -> Response:
+        """`gone_ok`: a 404 is an answer (a delete of what is not there), not an error."""
         token, base = self._token(deadline)
         answer = self._send(method, base + path, body, token, what, deadline)
         if answer.status == 401:  # expired or revoked session: one new token, one more try
             self._forget(token)
             token, base = self._token(deadline)
             answer = self._send(method, base + path, body, token, what, deadline)
+        if gone_ok and answer.status == 404:
+            return answer
         if answer.status == 300:
             raise PermanentError(f"{what}: HTTP 300: several Leads have this {self.external_id_field}", status=300)
         if not answer.ok:
@@ -122,7 +140,7 @@ class SalesforceSink:
             raise_for(answer, what, detail=f"{code}: {message}" if code else (message or None))
         return answer
 
-    def _send(self, method: str, url: str, body: bytes, token: str, what: str,
+    def _send(self, method: str, url: str, body: bytes | None, token: str, what: str,
               deadline: float | None = None) -> Response:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                    "Accept": "application/json"}
