@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Iterable
 
 from leadflow.domain.events import AppliedEvent
+from leadflow.domain.forms import is_public
 from leadflow.domain.lead import (
-    Cause, Lead, Message, Move, SalesOutcome, Signal, Touch, event_key, last_move_into, stage_rank,
+    Cause, Lead, Message, Move, Review, SalesOutcome, Signal, Touch, event_key, last_move_into, stage_rank,
 )
 from leadflow.domain.lifecycle import HANDOFF_STAGES, automatic_target, check_action
 from leadflow.domain.rules import Rules
-from leadflow.domain.scoring import DAY, ScoreCard, score, signals_for
+from leadflow.domain.scoring import DAY, ScoreCard, fmt, intent_flags, score, signals_for
 
 TOP_REASONS = 5
 
@@ -37,20 +38,103 @@ def _epoch(at: datetime) -> int:
     return int(at.timestamp())
 
 
-def _merge_trait(lead: Lead, name: str, value, at: int) -> None:
-    """Last write wins by the event's own time, not by arrival; a tie is broken by value
-    so that the order two simultaneous events arrive in cannot change the result."""
+def _precedence(source: str | None, at: int, value, policy: str) -> tuple:
+    """The order in which writes to one trait win, highest last. Between verified sources
+    (absent: a trait set before sources were kept), the last write wins by the event's own
+    time, a tie broken by value (then source), so the order two simultaneous events arrive
+    in cannot change the result. A public form's write ranks below every verified one; among form
+    writes, the first wins (`empty`) or the last (`unverified`). With `any`, a form
+    ranks as a verified source. One total order, so the result is the same whatever order
+    the writes arrive in, and a replay of the event log gives the same traits."""
+    shown = repr("" if value is None else value)  # a cleared trait holds no value: None and "" are one clear
+    if is_public(source) and policy != "any":
+        return (0, -at if policy == "empty" else at, shown, source or "")
+    return (1, at, shown, source or "")
+
+
+def _wins(lead: Lead, name: str, value, at: int, source: str, policy: str) -> bool:
     held_at = lead.trait_times.get(name)
-    if held_at is not None:
-        if at < held_at:
-            return
-        if at == held_at and repr(lead.traits.get(name)) >= repr(value):
-            return
+    if held_at is None:
+        return True
+    held = _precedence(lead.trait_sources.get(name), held_at, lead.traits.get(name), policy)
+    return _precedence(source, at, value, policy) > held
+
+
+def _merge_trait(lead: Lead, name: str, value, at: int, source: str = "api", policy: str = "empty") -> bool:
+    """Set one trait if this write wins (`_precedence`); an empty value from a verified
+    source clears it. Returns whether it was set."""
+    if not _wins(lead, name, value, at, source, policy):
+        return False
     lead.trait_times[name] = at
+    lead.trait_sources[name] = source
     if value is None or value == "":
         lead.traits.pop(name, None)
     else:
         lead.traits[name] = value
+    return True
+
+
+MAX_REVIEW = 20
+
+
+def _protected(lead: Lead, rules: Rules) -> bool:
+    """Whether the lead has been handed far enough to sales that a public form may only
+    fill its empty traits, and none that would disqualify it."""
+    floor = rules.forms.public.protect_from
+    return floor is not None and lead.known and bool(lead.history) and stage_rank(lead.stage) >= stage_rank(floor)
+
+
+def _offer_traits(lead: Lead, event: AppliedEvent, rules: Rules) -> None:
+    """A public form's traits, as far as the rules' `forms.public` policy lets them in. A
+    blank field is not an answer: it clears nothing. Form writes rank by arrival, not by
+    the `occurred_at` a visitor may claim (unless the policy is `any`). On a protected
+    lead (handed to sales), a value other than the one held, or a trait that would
+    disqualify the lead, is not applied but listed in `review` with a sentence."""
+    policy = rules.forms.public
+    at = _epoch(event.occurred_at if policy.traits == "any" else event.received_at)
+    given = sorted((n, v) for n, v in event.traits.items() if v is not None and v != "")
+    if not _protected(lead, rules):
+        for name, value in given:
+            _merge_trait(lead, name, value, at, event.source, policy.traits)
+        return
+    flags = set(intent_flags(lead.traits, lead.email, rules))
+    for name, value in given:
+        held = lead.traits.get(name)
+        if held == value:
+            continue
+        if held is not None or not _wins(lead, name, value, at, event.source, policy.traits):
+            _review(lead, "conflict", name, value, event, held=held)
+            continue
+        before = lead.trait_times.get(name), lead.trait_sources.get(name)
+        _merge_trait(lead, name, value, at, event.source, policy.traits)
+        new = intent_flags(lead.traits, lead.email, rules)
+        gained = sorted(reason for rule_id, reason in new.items() if rule_id not in flags)
+        if gained:
+            lead.traits.pop(name)
+            for attr, old in zip(("trait_times", "trait_sources"), before):
+                if old is None:
+                    getattr(lead, attr).pop(name)
+                else:
+                    getattr(lead, attr)[name] = old
+            _review(lead, "would_disqualify", name, value, event, because=", ".join(gained))
+
+
+def _review(lead: Lead, reason: str, name: str, value, event: AppliedEvent, *, held=None, because: str = "") -> None:
+    label, stage = name.replace("_", " "), lead.stage.upper() if lead.stage in ("mql", "sql") else lead.stage
+    if reason == "would_disqualify":
+        detail = (f'a public form ({event.source}) gave {label} "{fmt(value)}", which would disqualify this {stage} '
+                  f"({because}); not applied, for sales to review")
+    else:
+        origin = lead.trait_sources.get(name) or "a verified source"
+        kept = f'holds "{fmt(held)}" from {origin}' if held is not None else f"had it removed by {origin}"
+        detail = (f'a public form ({event.source}) gave {label} "{fmt(value)}"; this {stage} {kept}, '
+                  "which stays; for sales to review")
+    if any(r.reason == reason and r.field == f"traits.{name}" and r.value == value and r.source == event.source
+           for r in lead.review):
+        return  # said already: a form posted twice is one thing to review
+    lead.review.append(Review(reason=reason, field=f"traits.{name}", value=value, at=event.received_at,
+                              source=event.source, event_id=event.event_id, detail=detail))
+    lead.review = lead.review[-MAX_REVIEW:]
 
 
 def _prune(lead: Lead, rules: Rules, now: datetime) -> None:
@@ -151,8 +235,11 @@ def _apply_event(lead: Lead, event: AppliedEvent, key: str, rules: Rules, now: d
     at = _epoch(event.occurred_at)
     if not lead.seen:
         lead.signals_key = rules.signals_key  # its first event: its signals are these rules'
-    for name, value in sorted(event.traits.items()):
-        _merge_trait(lead, name, value, at)
+    if is_public(event.source):
+        _offer_traits(lead, event, rules)
+    else:
+        for name, value in sorted(event.traits.items()):
+            _merge_trait(lead, name, value, at, event.source, rules.forms.public.traits)
     _remember_source(lead, event)
     if event.anonymous_id and lead.known and event.anonymous_id not in lead.anonymous_ids:
         lead.anonymous_ids.append(event.anonymous_id)
@@ -220,7 +307,7 @@ def absorb(lead: Lead, visitor: Lead, anonymous_id: str) -> Lead:
     """Join an anonymous visitor's history to the lead it turned out to be."""
     lead = lead.model_copy(deep=True)
     for name, value in visitor.traits.items():
-        _merge_trait(lead, name, value, visitor.trait_times.get(name, 0))
+        _merge_trait(lead, name, value, visitor.trait_times.get(name, 0), visitor.trait_sources.get(name, "api"))
     have = {(s.rule, s.at, s.event) for s in lead.signals}
     lead.signals.extend(s for s in visitor.signals if (s.rule, s.at, s.event) not in have)
     lead.signals.sort(key=lambda s: (s.at, s.rule, s.event))

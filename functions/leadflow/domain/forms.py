@@ -7,6 +7,8 @@ which the lead turns into its first and last touch and its latest message."""
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from leadflow.domain.errors import InvalidInput
@@ -23,10 +25,48 @@ TRAIT_FIELDS = {
 PROPERTY_FIELDS = {"url", "page_url", "referrer", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
                    "content_id", "content_title", "message"}
 META_FIELDS = {"email", "form_kind", "anonymous_id", "submission_id", "event_id", "occurred_at"}
+# A visitor's clock may run a little ahead of ours; a rendered time further ahead is forged.
+MAX_CLOCK_SKEW_S = 300
+
+
+PUBLIC_SOURCE_PREFIX = "form:"
+
+
+def is_public(source: str | None) -> bool:
+    """Whether an event came from a public website form (`form:<form id>`): no key, no
+    signature, so anyone who types an address can send it. Everything else (the API with
+    its key, signed webhooks, imports, sales) is a verified source."""
+    return source is not None and source.startswith(PUBLIC_SOURCE_PREFIX)
 
 
 def is_bot(fields: dict[str, Any], forms: Forms) -> bool:
     return any(str(fields.get(name) or "").strip() for name in forms.honeypot_fields)
+
+
+def trapped(form_id: str, fields: dict[str, Any], forms: Forms, now: datetime) -> str | None:
+    """Why the form's time trap caught this post ("too_fast", "stale", "future", "missing"),
+    or None when it passes or the form has no trap. The rendered time is Unix seconds, or
+    milliseconds (`Date.now()`): anything past 1e11 is taken as milliseconds."""
+    trap = forms.settings_for(form_id).time_trap
+    if trap is None:
+        return None
+    raw = fields.get(trap.field)
+    try:
+        stamp = float(str(raw).strip())
+    except ValueError:
+        return "missing"
+    if not math.isfinite(stamp):
+        return "missing"
+    if stamp > 1e11:
+        stamp /= 1000
+    elapsed = now.timestamp() - stamp
+    if elapsed < -MAX_CLOCK_SKEW_S:
+        return "future"
+    if elapsed > trap.max_age_hours * 3600:
+        return "stale"
+    if elapsed < trap.min_seconds:
+        return "too_fast"
+    return None
 
 
 def to_event(form_id: str, fields: dict[str, Any], forms: Forms, *, fallback_id: str) -> CanonicalEvent:
@@ -36,9 +76,11 @@ def to_event(form_id: str, fields: dict[str, Any], forms: Forms, *, fallback_id:
         raise InvalidInput("email: a form post needs an email field", field="email")
     traits: dict[str, Any] = {}
     properties: dict[str, Any] = {"form_id": form_id}
+    trap = forms.settings_for(form_id).time_trap
+    hidden = {*forms.honeypot_fields, *([trap.field] if trap else [])}  # spam traps, not what a person typed
     for raw_name, value in fields.items():
         name = forms.field_aliases.get(raw_name.lower(), raw_name.lower())
-        if name in META_FIELDS or raw_name in forms.honeypot_fields or isinstance(value, (dict, list)):
+        if name in META_FIELDS or raw_name in hidden or isinstance(value, (dict, list)):
             continue
         if name in forms.traits:
             traits[forms.traits[name]] = value

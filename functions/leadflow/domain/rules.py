@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from leadflow.domain.errors import RulesError
 from leadflow.domain.events import EVENT_TYPES, FORM_KINDS
+from leadflow.domain.stages import Stage
 
 Grade = Literal["A", "B", "C", "D"]
 GRADES = ("D", "C", "B", "A")  # ascending
@@ -453,12 +454,92 @@ class Lifecycle(_Strict):
     evangelist_when: Condition | None = None
 
 
+def _redirect_url(value: str | None) -> str | None:
+    """A thank-you page: an absolute http(s) URL fixed in the rules, never taken from a
+    request, so the form route cannot be made to redirect anywhere else."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    if value != value.strip() or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{value[:80]!r}: a redirect URL holds no spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # a malformed port raises here, not in a visitor's browser
+    except ValueError as exc:
+        raise ValueError(f"{value[:80]!r}: not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value[:80]!r}: a redirect URL is absolute, http:// or https:// with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{value[:80]!r}: a redirect URL carries no user name or password")
+    if len(value) > 2000:
+        raise ValueError("a redirect URL is at most 2000 characters")
+    return value
+
+
+class TimeTrap(_Strict):
+    """A hidden field the page fills with the time it was rendered (Unix seconds, or
+    milliseconds as `Date.now()` gives them). People take a few seconds to fill a form;
+    scripts post at once, or replay a page scraped long ago. A post sooner than
+    `min_seconds` after that time, stamped more than `max_age_hours` ago or in the future,
+    or without the field, is answered like any other and not applied (as a filled
+    honeypot is)."""
+
+    field: str = Field(default="_ts", min_length=1, max_length=100)
+    min_seconds: float = Field(default=3, ge=0, le=3600)
+    max_age_hours: float = Field(default=24, gt=0, le=24 * 90)
+
+
+class FormSettings(_Strict):
+    """One website form's own settings (`forms.per_form.<form id>`); what it leaves out
+    comes from the `forms` defaults."""
+
+    redirect_url: str | None = None
+    time_trap: TimeTrap | None = None
+
+    @field_validator("redirect_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _redirect_url(value)
+
+
+class PublicPolicy(_Strict):
+    """What a website form post (public: no key, no signature) may change on a lead.
+
+    `traits`: `empty` (default) fills the traits a lead does not have and changes none it
+    has; `unverified` may also replace a value an earlier form gave (the latest form post
+    wins), never one a verified source gave; `any` treats a form like a verified source
+    (last write wins by event time). Verified sources are the API with its key, signed
+    webhooks, imports and sales.
+    `protect_from`: from this stage on (default `mql`, a lead handed to sales) a form
+    changes no value the lead holds and gives no trait that would disqualify it; what it
+    could not set is listed on the lead for review (`review`). `null`: no protection."""
+
+    traits: Literal["empty", "unverified", "any"] = "empty"
+    protect_from: Stage | None = "mql"
+
+
 class Forms(_Strict):
     honeypot_fields: list[str] = Field(default_factory=lambda: ["_hp", "_gotcha"])
     kinds: dict[str, str] = Field(default_factory=dict)
     field_aliases: dict[str, str] = Field(default_factory=dict)
     # Any form field (lower case) to the trait it sets: `current_occupation: occupation`.
     traits: dict[str, str] = Field(default_factory=dict)
+    # Defaults for every form, and each form's own (`per_form.<form id>`).
+    redirect_url: str | None = None
+    time_trap: TimeTrap | None = None
+    per_form: dict[str, FormSettings] = Field(default_factory=dict)
+    public: PublicPolicy = Field(default_factory=PublicPolicy)
+
+    @field_validator("redirect_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _redirect_url(value)
+
+    def settings_for(self, form_id: str) -> FormSettings:
+        own = self.per_form.get(form_id)
+        return FormSettings(redirect_url=own.redirect_url if own and own.redirect_url else self.redirect_url,
+                            time_trap=own.time_trap if own and own.time_trap else self.time_trap)
 
     @field_validator("traits")
     @classmethod

@@ -12,14 +12,16 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow import container
-from leadflow.domain.forms import is_bot, to_event
-from leadflow.routes.forms import parse_form_body
+from leadflow.domain.forms import is_bot, to_event, trapped
+from leadflow.routes.forms import THANK_YOU_PAGE, parse_form_body, wants_html
 from leadflow.routes.webhooks import raw_body
-from leadflow.domain.errors import BadRequest, InvalidInput, LeadflowError, NotFound, PayloadTooLarge, Unauthorized
+from leadflow.domain.errors import (
+    BadRequest, InvalidInput, LeadflowError, Misconfigured, NotFound, PayloadTooLarge, Unauthorized,
+)
 from leadflow.domain.events import Identity, Text, Timestamp, normalise_email, parse_event, validated, valid_email, validation_details
 from leadflow.domain.inputs import parse_json, utc_in_range
 from leadflow.observability import add, logger, mask_email
-from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, settings
+from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, running_in_aws, settings
 
 app = APIGatewayHttpResolver()
 MAX_EVENTS_PER_DELIVERY = 100
@@ -130,16 +132,40 @@ def post_event() -> Response:
 
 @app.post("/v1/forms/<form_id>")
 def post_form(form_id: str) -> Response:
+    """A website form post. The answer says only that it was accepted, whatever became of
+    the lead (anyone can type an address): `{"accepted": true}` to a script, a 303 to the
+    form's thank-you URL (or a plain thank-you page) to a browser. A post a spam trap
+    catches gets the same answer and changes nothing, so bots learn nothing."""
     svc = container.service()
-    fields = parse_form_body(_body_text(), app.current_event.headers.get("content-type", ""))
-    if is_bot(fields, svc.rules.forms):
-        logger.info("form.honeypot", extra={"form_id": form_id})
+    forms = svc.rules.forms
+    headers = dict(app.current_event.headers or {})
+    fields = parse_form_body(_body_bytes(), {k.lower(): v for k, v in headers.items()}.get("content-type", ""))
+    trap = "honeypot" if is_bot(fields, forms) else trapped(form_id, fields, forms, svc.clock())
+    if trap:
+        logger.info("form.honeypot" if trap == "honeypot" else "form.time_trap", extra={"form_id": form_id, "trap": trap})
         add("FormBotDropped")
+    else:
+        event = to_event(form_id, fields, forms, fallback_id=uuid.uuid4().hex)
+        result = svc.ingest(event, source=f"form:{form_id}")
+        _log_applied(result, "form")
+    if not wants_html(headers):
         return _json(200, {"accepted": True})
-    event = to_event(form_id, fields, svc.rules.forms, fallback_id=uuid.uuid4().hex)
-    result = svc.ingest(event, source=f"form:{form_id}")
-    _log_applied(result, "form")
-    return _json(200, result.answer())
+    url = forms.settings_for(form_id).redirect_url
+    if url:
+        return Response(status_code=303, content_type=content_types.TEXT_HTML, body="",
+                        headers={"Location": url, "Cache-Control": "no-store"})
+    return Response(status_code=200, content_type="text/html; charset=utf-8", body=THANK_YOU_PAGE,
+                    headers={"Cache-Control": "no-store"})
+
+
+def _body_bytes() -> bytes:
+    event = app.current_event
+    if event.get("isBase64Encoded"):
+        return raw_body(event.raw_event)
+    try:
+        return (event.get("body") or "").encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("body is not valid UTF-8", field="body") from None
 
 
 @app.post("/v1/webhooks/<source>")
@@ -149,7 +175,7 @@ def post_webhook(source: str) -> Response:
     if source not in ("generic", "slack"):
         from leadflow.routes import webhooks
 
-        status, answer = webhooks.handle(source, app.current_event.raw_event, service=container.service(),
+        status, answer = webhooks.handle(source, app.current_event.raw_event, service=container.service,
                                          secret=settings().webhook_secret(source), public_url=settings().public_url)
         return _json(status, answer)
     body = _body_text()
@@ -355,8 +381,25 @@ def _guard(event: dict) -> Response | None:
         err = PayloadTooLarge(f"body is {size} bytes; the limit is {MAX_BODY_BYTES}", field="body")
         return _json(err.status, err.body())
     path = event.get("rawPath") or ""
-    key = settings().api_key
-    if key and path.startswith("/v1/") and not path.startswith(_OPEN_PREFIXES):
+    if not path.startswith("/v1/") or path.startswith(_OPEN_PREFIXES):
+        return None
+    # Closed when in doubt: a key that cannot be read, or none at all in AWS, refuses the
+    # route (503, saying why) rather than serve lead data, erasure included, to anyone.
+    # Without AWS (`leadflow serve`, tests) no key means an open API, as documented.
+    try:
+        key = settings().api_key
+    except Exception:  # noqa: BLE001 - SSM or Secrets Manager unreachable, or not allowed
+        logger.exception("api_key.unreadable")  # names the failure, never a value
+        err = Misconfigured("the API key (LEADFLOW_API_KEY) could not be read: check the function may read its "
+                            "secret", field="authorization")
+        return _json(err.status, err.body())
+    if not key and running_in_aws():
+        logger.error("api_key.missing")
+        err = Misconfigured("no API key is configured (LEADFLOW_API_KEY): a deployed API never serves leads "
+                            "unauthenticated; deploy with the template, which creates one, or set ApiKeyParameter",
+                            field="authorization")
+        return _json(err.status, err.body())
+    if key:
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         given = headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
