@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP) bench-quality
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.ingest_http
 	$(BIN)/python -m bench.import_rows --markdown
 	$(BIN)/python -m bench.handoff
 	$(BIN)/python -m bench.coldstart --markdown

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import urllib.request
+from typing import Any
 
 from moto.server import ThreadedMotoServer
 
@@ -77,3 +78,50 @@ def forget_shard_iterator(iterator: str) -> None:
                 backend.shard_iterators.pop(iterator, None)
     except Exception:  # pragma: no cover - depends on moto internals
         logger.debug("could not forget shard iterator", exc_info=True)
+
+
+class LocalStreams:
+    """The stream pollers' DynamoDB Streams calls, made in this process.
+
+    Lambda's event source mappings read a table's stream inside AWS: the function's
+    clients and the table's never pay for it. Over the embedded endpoint's HTTP, every
+    poll of every mapping (twenty a second each, found or not) went through the HTTP
+    server, moto's request dispatch and response serializer, and botocore's parser:
+    with two mappings, a fifth of a core while idle, and under load every record's
+    images serialized and parsed again for each mapping, all of it holding the one
+    interpreter lock that the API's requests need too.
+
+    These calls go to the backend methods moto's HTTP handlers call (the same shard,
+    under the same lock, waiting for the same journal flush) and answer in the shapes
+    botocore's parser gives: binary values as bytes, numbers as text, times as
+    datetimes. Only what :class:`~leadflow_infra.local.stream_poller.StreamPoller`
+    asks is here: ``describe_stream``, ``get_shard_iterator`` and ``get_records``.
+    """
+
+    def __init__(self, *, region: str, account_id: str) -> None:
+        self.region = region
+        self.account_id = account_id
+
+    def _backend(self) -> Any:
+        from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+        return dynamodbstreams_backends[self.account_id][self.region]
+
+    def describe_stream(self, *, StreamArn: str, **_: Any) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        return {"StreamDescription": self._backend().describe_stream(StreamArn)}
+
+    def get_shard_iterator(self, *, StreamArn: str, ShardId: str, ShardIteratorType: str,  # noqa: N803
+                           SequenceNumber: str | None = None) -> dict[str, Any]:
+        number = int(SequenceNumber) if SequenceNumber is not None else None
+        iterator = self._backend().get_shard_iterator(StreamArn, ShardId, ShardIteratorType, number)
+        return {"ShardIterator": iterator.arn}
+
+    def get_records(self, *, ShardIterator: str, Limit: int = 1000) -> dict[str, Any]:  # noqa: N803
+        try:
+            return self._backend().get_records(ShardIterator, Limit)
+        except KeyError:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "ExpiredIteratorException",
+                                         "Message": "the shard iterator is unknown or expired"}},
+                              "GetRecords") from None

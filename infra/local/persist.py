@@ -18,7 +18,9 @@ of the data directory:
   its own position, as Lambda resumes a shard from its checkpoint.
 - **Bounded memory.** Records every consumer has handled, or older than a stream's 24
   hours, leave moto's stream and the journal; moto's ``get_item`` and ``delete_item`` no
-  longer leave an empty partition behind for a key that is not there.
+  longer leave an empty partition behind for a key that is not there; moto no longer
+  keeps every object it made (each item version, record, iterator and message) for its
+  dashboard.
 - **Start** puts back the kept items (straight into moto's tables, without stream records),
   messages and stream records. A data directory from before the journal
   (``dynamodb.json``, ``sqs.json``) is imported once, then those files are removed.
@@ -242,11 +244,41 @@ def install() -> None:
       once its records' changes are durable;
     - ``Table.get_item`` and ``Table.delete_item`` leave no empty partition behind;
     - a persisted queue's ``add_message`` / ``delete_message`` / purge are journaled, and
-      the SQS calls return only once that is durable.
+      the SQS calls return only once that is durable;
+    - moto no longer keeps every DynamoDB, Streams and SQS object it ever made.
     """
     _patch_streams()
     _patch_partitions()
     _patch_queues()
+    _stop_instance_tracking()
+
+
+# moto's packages whose objects are made per request: items (a new one per write),
+# stream records, shard iterators (one per poll), messages.
+_UNTRACKED = ("moto.dynamodb.", "moto.dynamodbstreams.", "moto.sqs.")
+
+
+def _stop_instance_tracking() -> None:
+    """moto appends every model object it creates to its class's ``instances_tracked``
+    list, for its web dashboard (``/moto-api/data.json``), and lets go of them only on a
+    reset: every version of every item ever written, every stream record (trimmed from
+    the stream or not), every shard iterator a poller was handed, every message. That
+    was most of the local stack's memory, growing by about 25 KB an event for good. The
+    local stack never shows that dashboard; the objects of these services are no longer
+    kept (those of other services, and S3, which reads its list when it resets, are)."""
+    from moto.core.common_models import BaseModel
+
+    if getattr(BaseModel, "_leadflow_untracked", False):
+        return
+    original = BaseModel.__new__
+
+    def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
+        if cls.__module__.startswith(_UNTRACKED):
+            return object.__new__(cls)
+        return original(cls, *args, **kwargs)
+
+    BaseModel.__new__ = staticmethod(__new__)  # type: ignore[assignment, method-assign]
+    BaseModel._leadflow_untracked = True  # type: ignore[attr-defined]
 
 
 def _patch_streams() -> None:

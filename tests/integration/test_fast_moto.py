@@ -193,3 +193,48 @@ def test_responses_with_every_attribute_type_are_the_bytes_moto_sends(monkeypatc
     assert len(fast) == 13
     assert fast == slow
     assert fast[2]["Item"]["b"] == {"B": base64.b64encode(b"\x00\xffbytes").decode()}
+
+
+def _sizes_at_the_limit(client) -> list:
+    """Items around moto's item-size limit, built at once (PutItem) and grown by an update:
+    each answers what moto answers (stored, or the same error)."""
+    _table(client)
+    outcomes = []
+    for total in (404_900, 404_990, 405_000, 405_001, 405_100, 410_000):
+        for split in (1, 3):  # the limit crossed by the last attribute, or by an earlier one
+            item = {"pk": {"S": f"size-{total}-{split}"}, "sk": {"S": "x"}}
+            used = sum(len(k) + len(v["S"]) for k, v in item.items())
+            names = [f"a{i}" for i in range(split)]
+            share = (total - used - sum(len(n) for n in names)) // split
+            for i, name in enumerate(names):
+                last = total - used - sum(len(n) for n in names) - share * (split - 1)
+                item[name] = {"S": "y" * (last if i == split - 1 else share)}
+            item[f"z{split}"] = {"N": "1"}  # an attribute after the large ones
+            try:
+                client.put_item(TableName=TABLE, Item=item)
+                stored = client.get_item(TableName=TABLE, Key={"pk": item["pk"], "sk": item["sk"]}).get("Item")
+                outcomes.append(("stored", stored == item))
+            except client.exceptions.ClientError as exc:
+                outcomes.append((exc.response["Error"]["Code"], exc.response["Error"]["Message"]))
+    key = {"pk": {"S": "grown"}, "sk": {"S": "x"}}
+    client.put_item(TableName=TABLE, Item={**key, "a": {"S": "y" * 300_000}})
+    try:
+        client.update_item(TableName=TABLE, Key=key, UpdateExpression="SET b = :b",
+                           ExpressionAttributeValues={":b": {"S": "y" * 200_000}})
+        outcomes.append(("updated",))
+    except client.exceptions.ClientError as exc:
+        outcomes.append((exc.response["Error"]["Code"], exc.response["Error"]["Message"]))
+    return outcomes
+
+
+def test_item_size_limit_is_moto_s(monkeypatch):
+    from moto.dynamodb.models.dynamo_type import Item
+
+    fast = _run(_sizes_at_the_limit, original=False, monkeypatch=monkeypatch)
+    with monkeypatch.context() as patch:
+        patch.setattr(Item, "__init__", Item.__init__.__wrapped__)
+        slow = _run(_sizes_at_the_limit, original=False, monkeypatch=monkeypatch)
+    assert fast == slow
+    verdicts = [outcome[0] for outcome in fast]
+    assert "stored" in verdicts and "ValidationException" in verdicts  # both sides of the limit are covered
+    assert fast[-1][0] == "ValidationException"  # an update past the limit is refused too

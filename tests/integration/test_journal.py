@@ -367,6 +367,34 @@ def test_memory_stays_bounded_handled_records_leave_the_stream_and_misses_leave_
     assert len(table.items) == 6 and all(table.items.values())
 
 
+def test_memory_stays_bounded_moto_lets_go_of_replaced_items_records_and_iterators(stack_on, tmp_path):
+    import gc
+    import weakref
+
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import StreamRecord
+    from moto.dynamodbstreams.models import ShardIterator
+
+    stack = stack_on(tmp_path / "data")
+    client = stack.client()
+    table = shard(stack).table
+    client.put_item(TableName=TABLE, Item=lead_item("kept", v={"N": "1"}))
+    assert stack.drain(10)
+    first = weakref.ref(table.items[next(iter(table.items))][next(iter(table.items[next(iter(table.items))]))])
+    record_refs = [weakref.ref(r) for r in shard(stack).items]
+    for n in range(2, 30):  # overwritten versions, handled records, the pollers' used iterators
+        client.put_item(TableName=TABLE, Item=lead_item("kept", v={"N": str(n)}))
+    assert stack.drain(10)
+    assert wait_until(lambda: len(shard(stack).items) == 0)
+
+    gc.collect()
+    assert first() is None  # the first version of the item is gone
+    assert all(ref() is None for ref in record_refs)
+    # moto's dashboard lists keep nothing of these any more.
+    assert (len(Item.instances_tracked), len(StreamRecord.instances_tracked), len(ShardIterator.instances_tracked)) \
+        == (0, 0, 0)
+
+
 def test_stream_records_older_than_a_day_are_dropped_without_a_consumer(stack_on, tmp_path):
     stack = stack_on(tmp_path / "data", stream=None)
     client = stack.client()

@@ -7,11 +7,11 @@ import pytest
 
 from leadflow import container
 from leadflow.domain.engine import replay
-from leadflow.domain.lead import lead_id_for_email
 from leadflow_infra.local.moto_server import MotoServer
 from leadflow_infra.local.stream_poller import is_lead_record, to_lambda_record
 from leadflow_infra.local.tables import create_table, template_table_properties
 from tests.integration.conftest import TABLE, Context
+from tests.conftest import TEST_LEAD_IDS, lead_id_for
 
 
 @pytest.fixture
@@ -48,9 +48,12 @@ def test_stream_appends_event_log_and_replay_matches_lead(aws, call, store, rule
               {"type": "page_viewed", "email": "log@acme.io", "properties": {"url": "/pricing"}}]:
         call("POST", "/v1/events", e)
     batch = _stream_batch(aws)
+    assert len(batch["Records"]) == 3
+    before = container.store().calls.get("BatchWriteItem", 0)
     assert stream_handler.handler(batch, Context("EventLogFunction")) == {"batchItemFailures": []}
+    assert container.store().calls.get("BatchWriteItem", 0) - before == 1  # the batch's three logs in one write
     assert stream_handler.handler(batch, Context("EventLogFunction")) == {"batchItemFailures": []}  # redelivery: still once
-    lead_id = lead_id_for_email("log@acme.io")
+    lead_id = lead_id_for("log@acme.io")
     events = store.events(lead_id)
     assert len(events) == 3
     lead = store.get(lead_id)
@@ -98,8 +101,8 @@ def test_rescore_with_new_rules_version_rebuilds_signals_from_event_log(aws, cal
                                         {"property": "url", "contains_any": ["/docs"]}]}, "points": 30,
                                         "half_life_days": 30})
     new_rules = parse_rules(data)
-    report = LeadService(store, new_rules).rescore_all()
-    lead = store.get(lead_id_for_email("docs@acme.io"))
+    report = LeadService(store, new_rules, ids=TEST_LEAD_IDS).rescore_all()
+    lead = store.get(lead_id_for("docs@acme.io"))
     assert report["updated"] == report["leads"] == 1, report
     assert lead.rules_version == "with-docs-rule"
     assert [s.rule for s in lead.signals].count("docs_page") == 2
