@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 from datetime import datetime, timezone
@@ -680,7 +682,9 @@ X_EDUCATION = SHARED / "leads-x-education.csv"
 MAVEN = SHARED / "maven-crm" / "sales_pipeline.csv"
 
 
+@functools.lru_cache(maxsize=None)
 def map_file(mapping_path: Path, data: Path) -> tuple[list[dict], list[str], list[tuple[int, RowRejected]]]:
+    """Each example file mapped once per test process (several tests read the same rows; none changes them)."""
     source = CsvSource(data)
     m = RowMapper(load_mapping(mapping_path), source.header, source=str(mapping_path), base_dir=data.parent)
     rows, records, rejected = [], [], []

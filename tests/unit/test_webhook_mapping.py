@@ -726,7 +726,7 @@ def test_map_delivery_arbitrary_json_raises_nothing_but_payload_error(rules, sou
     map_or_refuse(source, payload, rules)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data(), source=st.sampled_from(SOURCES))
 def test_map_delivery_mutated_vendor_payload_raises_nothing_but_payload_error(rules, data, source):
     sample = data.draw(st.sampled_from(SAMPLES[source]))
