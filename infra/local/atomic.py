@@ -8,7 +8,7 @@ per-item atomicity DynamoDB guarantees, and scans never see a table mid-change.
 A ``BatchWriteItem`` holds the lock for its whole batch (one change to journal).
 
 An *observer* (:func:`observe`; the local stack's durable store) sees every outermost
-operation: ``before(backend, writes)`` and ``after(backend, token)`` run under the
+operation: ``before(backend, writes, item)`` and ``after(backend, token)`` run under the
 lock, around the operation (``after`` also when it raised), and ``settle(mark)``
 runs once the lock is released, before the answer goes back: the store journals the
 change under the lock and waits for the disk outside it, so writers share a flush.
@@ -28,7 +28,7 @@ _local = threading.local()
 
 
 class Observer(Protocol):
-    def before(self, backend: Any, writes: bool) -> Any: ...
+    def before(self, backend: Any, writes: bool, item: tuple[str, Any] | None = None) -> Any: ...
 
     def after(self, backend: Any, token: Any) -> Any: ...
 
@@ -49,8 +49,9 @@ def observe(observer: Observer | None) -> None:
     _observer = observer
 
 
-def run(backend: Any, writes: bool, call: Any, *args: Any, **kwargs: Any) -> Any:
-    """``call(*args, **kwargs)`` as one atomic, observed operation on ``backend``.
+def run(backend: Any, writes: bool, call: Any, *args: Any, _item: tuple[str, Any] | None = None, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)`` as one atomic, observed operation on ``backend``; ``_item``
+    names the one item a read reads, ``(table name, key)``, when it reads just one.
 
     Nested operations (a transaction's puts, a batch's deletes) belong to the outermost one."""
     if getattr(_local, "depth", 0):
@@ -60,7 +61,7 @@ def run(backend: Any, writes: bool, call: Any, *args: Any, **kwargs: Any) -> Any
     with _LOCK:
         _local.depth = 1
         try:
-            token = observer.before(backend, writes) if observer is not None else None
+            token = observer.before(backend, writes, _item) if observer is not None else None
             try:
                 result = call(*args, **kwargs)
             finally:
@@ -85,8 +86,13 @@ def make_dynamodb_atomic() -> None:
             continue
 
         @functools.wraps(original)
-        def locked(self, *args, _original=original, _writes=name in _WRITES, **kwargs):
-            return run(self, _writes, _original, self, *args, **kwargs)
+        def locked(self, *args, _original=original, _writes=name in _WRITES, _get=name == "get_item", **kwargs):
+            item = None
+            if _get:  # get_item(table_name, keys, ...): a read of one item, which need wait only for it
+                table_name = args[0] if args else kwargs.get("table_name")
+                keys = args[1] if len(args) > 1 else kwargs.get("keys")
+                item = (table_name, keys) if isinstance(table_name, str) and isinstance(keys, dict) else None
+            return run(self, _writes, _original, self, *args, _item=item, **kwargs)
 
         setattr(DynamoDBBackend, name, locked)
 

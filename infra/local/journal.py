@@ -379,6 +379,11 @@ class Journal:
         """The mark of the last commit (pass it to :meth:`sync`)."""
         return self._committed
 
+    @property
+    def durable(self) -> int:
+        """The mark of the last commit known to be on disk."""
+        return self._durable
+
     def sync(self, mark: int | None = None) -> None:
         """Return once every commit up to ``mark`` (default: all so far) survives a power cut.
 

@@ -9,7 +9,8 @@ of the data directory:
   in one transaction, and the log is flushed to disk (shared by concurrent writers) once
   the lock is released, before moto answers. Queue messages likewise: a message sent to a
   persisted queue, moved to its dead-letter queue, deleted or purged is journaled before
-  the call returns. A read waits for the flush of what it may have seen.
+  the call returns. A read waits for the flush of what it may have seen: a GetItem for
+  its item's last change only, a Query or Scan for every commit before it.
 - **No alert for a change that is not durable.** A stream read takes the same lock and
   waits for the same flush, so a consumer never sees a record before its change is on disk.
 - **At-least-once to the stream consumers across crashes.** Each consumer's position is
@@ -34,6 +35,8 @@ explicit export :meth:`LocalStack.dump` and the import of old data directories.
 from __future__ import annotations
 
 import base64
+import collections
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -295,7 +298,7 @@ def _patch_streams() -> None:
             start = max(int(start), self.starting_sequence_number)
             records = original(self, start, quantity)
             durability = _active
-            mark = durability.mark() if durability is not None else None
+            mark = durability.records_mark(records) if durability is not None else None
         if durability is not None:
             durability.settle(mark)
         return records
@@ -427,6 +430,14 @@ def _message_from_document(document: Mapping[str, Any]) -> Any:
     return message
 
 
+@dataclasses.dataclass(frozen=True)
+class _ItemRead:
+    """A read of one item: which table, which key (as the request gave it)."""
+
+    table_name: str
+    keys: Mapping[str, Any]
+
+
 class Durability:
     """The stack's persisted tables, queues and stream consumers (see the module docstring).
 
@@ -460,6 +471,12 @@ class Durability:
         self._kept_positions: dict[str, int] = {}  # as the journal had them at start
         self._trimmed_through = -1
         self._failed: BaseException | None = None
+        # The journal mark of each item's last change not yet known to be on disk: a read of
+        # one item waits for that flush only, not for everyone's latest (see after()).
+        self._item_marks: dict[tuple[str, str], int] = {}
+        # (last stream record number, mark) of each commit not yet known to be on disk: a
+        # stream read waits for the flush of the records it returns, and no other.
+        self._record_marks: collections.deque[tuple[int, int]] = collections.deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.loaded_items = 0
@@ -525,10 +542,12 @@ class Durability:
 
     # -- the backend lock's observer --------------------------------------------------------
 
-    def before(self, backend: Any, writes: bool) -> Any:
+    def before(self, backend: Any, writes: bool, item: tuple[str, Any] | None = None) -> Any:
         if self._failed is not None:
             raise JournalError(f"the local store failed ({self._failed}); restart leadflow serve")
-        if not writes or not self._is_ours(backend):
+        if not writes:
+            return _ItemRead(*item) if item is not None and self._is_ours(backend) else None
+        if not self._is_ours(backend):
             return None
         table = backend.tables.get(self.table)
         shard = table.stream_shard if table is not None else None
@@ -540,6 +559,8 @@ class Durability:
             return None
         if token is None:
             return journal.committed
+        if isinstance(token, _ItemRead):
+            return self._read_mark(backend, token)
         table, shard, before = token
         current = backend.tables.get(self.table)
         if current is not table or current.stream_shard is not shard or len(shard.items) <= before:
@@ -557,6 +578,47 @@ class Durability:
     def settle(self, mark: int | None) -> None:
         if mark is not None and self.journal is not None:
             self.journal.sync(mark)
+
+    def _read_mark(self, backend: Any, read: "_ItemRead") -> int | None:
+        """What a read of one item must wait for before it answers: the flush of that item's
+        last change, if it is not on disk yet (None: nothing). Whatever else was committed
+        meanwhile is not this read's to wait for: a write built on what it read is flushed
+        with everything committed before it. Anything this cannot name exactly (another
+        table, a key that is not text) waits for every commit, as any other read does."""
+        journal = self.journal
+        assert journal is not None
+        table = backend.tables.get(self.table)
+        if read.table_name != self.table or table is None:
+            return journal.committed
+        hash_value = read.keys.get(table.hash_key_attr)
+        range_value = read.keys.get(table.range_key_attr) if table.range_key_attr else None
+        if not all(isinstance(v, dict) and set(v) == {"S"} for v in (hash_value, range_value) if v is not None):
+            return journal.committed
+        mark = self._item_marks.get((key_text(hash_value), key_text(range_value)))
+        return mark if mark is not None and mark > journal.durable else None
+
+    def records_mark(self, records: list[dict[str, Any]]) -> int | None:
+        """Under the backend lock: what a stream read returning ``records`` must wait for
+        before a consumer sees them (the flush of the commit of the last one), or None."""
+        if not records or self.journal is None:
+            return None
+        last = int(records[-1]["dynamodb"]["SequenceNumber"]) - BASE_SEQUENCE
+        durable = self.journal.durable
+        for number, mark in self._record_marks:
+            if number >= last:
+                return mark if mark > durable else None
+        return None  # committed before this run, or on disk and forgotten since
+
+    def _remember_marks(self, keys: Iterable[tuple[str, str]], mark: int) -> None:
+        """Under the backend lock, after a commit: the items it changed, and (now and then)
+        forget the ones on disk since, so the map holds only what is in flight."""
+        marks = self._item_marks
+        for key in keys:
+            marks[key] = mark
+        if len(marks) > 10_000:
+            durable = self.journal.durable if self.journal is not None else mark
+            for key in [k for k, m in marks.items() if m <= durable]:
+                del marks[key]
 
     def mark(self) -> int | None:
         return self.journal.committed if self.journal is not None else None
@@ -585,8 +647,15 @@ class Durability:
             created = _created_epoch(record)
             kept = dict(record, dynamodb=dict(record["dynamodb"], ApproximateCreationDateTime=created))
             records.append((self.table, int(record["dynamodb"]["SequenceNumber"]) - BASE_SEQUENCE, created, kept))
-        return self.journal.record(  # type: ignore[union-attr]
+        mark = self.journal.record(  # type: ignore[union-attr]
             items=[(self.table, pk, sk, image) for (pk, sk), image in images.items()], stream=records)
+        self._remember_marks(images, mark)
+        if records:
+            marks, durable = self._record_marks, self.journal.durable  # type: ignore[union-attr]
+            while marks and marks[0][1] <= durable:
+                marks.popleft()
+            marks.append((max(n for _, n, _, _ in records), mark))
+        return mark
 
     # -- queues ------------------------------------------------------------------------------
 

@@ -463,3 +463,37 @@ def test_without_persistence_nothing_is_written_and_the_stream_is_still_trimmed(
     assert wait_until(lambda: len(shard(stack).items) == 0)
     assert not (data / DB_NAME).exists()
 
+
+
+def test_a_get_waits_for_its_own_items_flush_and_for_nobody_elses(stack_on, tmp_path, monkeypatch):
+    """A GetItem must never show a change that a crash could still take back, but it need
+    not wait for other items' flushes: a write built on what it read is flushed with
+    everything committed before it."""
+    stack = stack_on(tmp_path / "data", stream=None)  # no stream consumer: only this test reads
+    client = stack.client()
+    waited: list[int | None] = []
+    real_sync = Journal.sync
+
+    def no_disk(self, mark=None):  # commits stay off the disk: what would each call wait for
+        waited.append(mark)
+
+    monkeypatch.setattr(Journal, "sync", no_disk)
+    client.put_item(TableName=TABLE, Item=lead_item("1"))
+    written = stack.store.journal.committed
+    client.put_item(TableName=TABLE, Item=lead_item("2"))
+
+    del waited[:]
+    client.get_item(TableName=TABLE, Key={"PK": {"S": "LEAD#1"}, "SK": {"S": "LEAD"}}, ConsistentRead=True)
+    assert waited == [written]  # its own change, not item 2's later one
+    del waited[:]
+    client.get_item(TableName=TABLE, Key={"PK": {"S": "LEAD#9"}, "SK": {"S": "LEAD"}}, ConsistentRead=True)
+    assert waited == []  # never written: nothing to wait for
+
+    monkeypatch.setattr(Journal, "sync", real_sync)
+    stack.store.journal.sync()  # everything on disk now
+    monkeypatch.setattr(Journal, "sync", no_disk)
+    del waited[:]
+    client.get_item(TableName=TABLE, Key={"PK": {"S": "LEAD#1"}, "SK": {"S": "LEAD"}}, ConsistentRead=True)
+    assert waited == []
+    client.query(TableName=TABLE, KeyConditionExpression="PK = :pk", ExpressionAttributeValues={":pk": {"S": "LEAD#1"}})
+    assert waited == [stack.store.journal.committed]  # a query still waits for every commit before it
