@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 
@@ -19,6 +20,33 @@ make_dynamodb_atomic()
 make_moto_fast()
 
 TABLE = "leadflow-test"
+
+
+@contextlib.contextmanager
+def moto_server_with_table(monkeypatch):
+    """A real moto server over HTTP, as the local stack runs it (streams need it), with the
+    template's table and queues and the environment naming them; yields (DynamoDB client,
+    queues). Replaces the in-process moto of the other integration tests."""
+    from leadflow_infra.local.moto_server import MotoServer
+    from leadflow_infra.local.queues import create_queues, template_queues
+
+    server = MotoServer()
+    url = server.start()
+    server.reset()  # moto's data is process-wide: start every test empty
+    try:
+        for name in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_DYNAMODB_STREAMS", "AWS_ENDPOINT_URL_SQS"):
+            monkeypatch.setenv(name, url)
+        monkeypatch.setenv("LEADFLOW_TABLE", TABLE)
+        monkeypatch.delenv("LEADFLOW_API_KEY", raising=False)
+        monkeypatch.delenv("LEADFLOW_RULES", raising=False)
+        client = boto3.client("dynamodb")
+        create_table(client, template_table_properties(), TABLE)
+        queues = create_queues(boto3.client("sqs"), template_queues())
+        monkeypatch.setenv("LEADFLOW_RETRY_QUEUE_URL", queues["HandoffRetryQueue"].url)
+        monkeypatch.setenv("LEADFLOW_DLQ_URL", queues["HandoffDeadLetterQueue"].url)
+        yield client, queues
+    finally:
+        server.stop()
 
 
 @pytest.fixture

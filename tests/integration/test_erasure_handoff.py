@@ -16,13 +16,10 @@ from leadflow import container
 from leadflow.domain.handoff import is_erasure
 from leadflow_infra import dlq
 from leadflow_infra.local.filters import stream_filter
-from leadflow_infra.local.moto_server import MotoServer
 from leadflow_infra.local.queue_poller import to_lambda_record as to_sqs_record
-from leadflow_infra.local.queues import create_queues, template_queues
 from leadflow_infra.local.stream_poller import to_lambda_record
-from leadflow_infra.local.tables import create_table, template_table_properties
 from leadflow_infra.receivers import HubSpotReceiver, SalesforceReceiver, SlackReceiver, WebhookReceiver
-from tests.integration.conftest import TABLE, Context, http_event
+from tests.integration.conftest import TABLE, moto_server_with_table, Context, http_event
 
 SECRET = "whsec_" + "aW50ZWdyYXRpb24tdGVzdC1zZWNyZXQ="
 EMAIL = "jane.erased@acme.io"
@@ -34,22 +31,14 @@ PERSONAL = (EMAIL, "Jane", "Erased", "555 0100")
 
 @pytest.fixture
 def stack(monkeypatch):
-    server = MotoServer()
-    url = server.start()
-    server.reset()
-    for name in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_DYNAMODB_STREAMS", "AWS_ENDPOINT_URL_SQS"):
-        monkeypatch.setenv(name, url)
-    monkeypatch.setenv("LEADFLOW_TABLE", TABLE)
-    monkeypatch.delenv("LEADFLOW_API_KEY", raising=False)
-    monkeypatch.delenv("LEADFLOW_RULES", raising=False)
-    client = boto3.client("dynamodb")
-    create_table(client, template_table_properties(), TABLE)
-    queues = create_queues(boto3.client("sqs"), template_queues())
+    with moto_server_with_table(monkeypatch) as (client, queues):
+        yield from _with_receivers(monkeypatch, client, queues)
+
+
+def _with_receivers(monkeypatch, client, queues):
     receivers = {"slack": SlackReceiver().start(), "webhook": WebhookReceiver(SECRET).start(),
                  "hubspot": HubSpotReceiver("pat-test").start(), "salesforce": SalesforceReceiver("client", "secret").start()}
-    env = {"LEADFLOW_RETRY_QUEUE_URL": queues["HandoffRetryQueue"].url,
-           "LEADFLOW_DLQ_URL": queues["HandoffDeadLetterQueue"].url,
-           "LEADFLOW_SLACK_WEBHOOK_URL": f"{receivers['slack'].url}/services/T/B/x",
+    env = {"LEADFLOW_SLACK_WEBHOOK_URL": f"{receivers['slack'].url}/services/T/B/x",
            "LEADFLOW_CRM_WEBHOOK_URL": f"{receivers['webhook'].url}/crm", "LEADFLOW_CRM_WEBHOOK_SECRET": SECRET,
            "LEADFLOW_HUBSPOT_TOKEN": "pat-test", "LEADFLOW_HUBSPOT_BASE_URL": receivers["hubspot"].url,
            "LEADFLOW_SALESFORCE_INSTANCE_URL": receivers["salesforce"].url,
@@ -62,7 +51,6 @@ def stack(monkeypatch):
     container.reset()
     for receiver in receivers.values():
         receiver.stop()
-    server.stop()
 
 
 class Stack:

@@ -10,13 +10,10 @@ import pytest
 
 from leadflow import container
 from leadflow_infra.local.filters import stream_filter
-from leadflow_infra.local.moto_server import MotoServer
 from leadflow_infra.local.stream_poller import to_lambda_record
-from leadflow_infra.local.queues import create_queues, template_queues
 from leadflow_infra.receivers import SlackReceiver, WebhookReceiver
 from leadflow_infra.local.queue_poller import to_lambda_record as to_sqs_record
-from leadflow_infra.local.tables import create_table, template_table_properties
-from tests.integration.conftest import TABLE, Context
+from tests.integration.conftest import TABLE, moto_server_with_table, Context
 
 SECRET = "whsec_" + "aW50ZWdyYXRpb24tdGVzdC1zZWNyZXQ="
 BUYER = {"first_name": "Jane", "job_title": "VP Marketing", "company": "Acme", "company_size": 200, "industry": "software",
@@ -25,21 +22,12 @@ BUYER = {"first_name": "Jane", "job_title": "VP Marketing", "company": "Acme", "
 
 @pytest.fixture
 def aws(monkeypatch):
-    """A real moto server over HTTP, as the local stack runs it (streams need it); this
-    replaces the in-process moto of the other integration tests."""
-    server = MotoServer()
-    url = server.start()
-    server.reset()
-    for name in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_DYNAMODB_STREAMS", "AWS_ENDPOINT_URL_SQS"):
-        monkeypatch.setenv(name, url)
-    monkeypatch.setenv("LEADFLOW_TABLE", TABLE)
-    monkeypatch.delenv("LEADFLOW_API_KEY", raising=False)
-    monkeypatch.delenv("LEADFLOW_RULES", raising=False)
-    client = boto3.client("dynamodb")
-    create_table(client, template_table_properties(), TABLE)
-    queues = create_queues(boto3.client("sqs"), template_queues())
-    monkeypatch.setenv("LEADFLOW_RETRY_QUEUE_URL", queues["HandoffRetryQueue"].url)
-    monkeypatch.setenv("LEADFLOW_DLQ_URL", queues["HandoffDeadLetterQueue"].url)
+    """A real moto server over HTTP (streams need it), real Slack and CRM webhook receivers."""
+    with moto_server_with_table(monkeypatch) as (client, queues):
+        yield from _with_receivers(monkeypatch, client, queues)
+
+
+def _with_receivers(monkeypatch, client, queues):
     slack, webhook = SlackReceiver().start(), WebhookReceiver(SECRET).start()
     monkeypatch.setenv("LEADFLOW_SLACK_WEBHOOK_URL", f"{slack.url}/services/T/B/x")
     monkeypatch.setenv("LEADFLOW_CRM_WEBHOOK_URL", f"{webhook.url}/crm")
@@ -51,7 +39,6 @@ def aws(monkeypatch):
     container.reset()
     slack.stop()
     webhook.stop()
-    server.stop()
 
 
 def handoff_batch(client) -> dict:
