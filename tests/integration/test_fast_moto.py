@@ -238,3 +238,16 @@ def test_item_size_limit_is_moto_s(monkeypatch):
     verdicts = [outcome[0] for outcome in fast]
     assert "stored" in verdicts and "ValidationException" in verdicts  # both sides of the limit are covered
     assert fast[-1][0] == "ValidationException"  # an update past the limit is refused too
+
+
+def test_routing_answers_as_moto_worked_out_once():
+    import moto.backends as backends
+    import moto.core.responses as responses
+    from moto.dynamodb.responses import DynamoHandler
+
+    assert list(backends.list_of_moto_modules()) == list(backends.list_of_moto_modules.__wrapped__())
+    assert "dynamodb" in backends.list_of_moto_modules()
+    names = responses.method_names_from_class(DynamoHandler)
+    assert names == responses.method_names_from_class.__wrapped__(DynamoHandler)
+    names.append("changed by a caller")  # each caller gets its own list
+    assert "changed by a caller" not in responses.method_names_from_class(DynamoHandler)
