@@ -120,6 +120,9 @@ def number_problem(value: int | float) -> str | None:
     return None if storable_number(value) else f"{value:.3g} {_OUT_OF_RANGE}"
 
 
+_REPLACEMENT = "\ufffd"
+
+
 def _describe(char: str) -> str:
     name = unicodedata.name(char, "")
     return f"U+{ord(char):04X}" + (f" {name}" if name else "")
@@ -128,7 +131,10 @@ def _describe(char: str) -> str:
 def unsafe_character(text: str, *, invisible: bool = False) -> str | None:
     """The first character `text` must not hold, described ("U+200B ZERO WIDTH SPACE"), or
     None. Text may hold tabs and line breaks; with `invisible`, nothing a reader cannot
-    see either (zero-width, bidirectional overrides, byte order marks): for identities."""
+    see either (zero-width, bidirectional overrides, byte order marks) nor U+FFFD, which
+    stands for bytes that were not text (a query string's broken escapes): for identities."""
+    if invisible and _REPLACEMENT in text:
+        return _describe(_REPLACEMENT)
     if text.isprintable():  # no "Other" or separator character at all: the common case
         return None
     banned = _INVISIBLE_CATEGORIES if invisible else _UNSAFE_CATEGORIES

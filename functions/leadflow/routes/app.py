@@ -18,7 +18,7 @@ from leadflow.routes.webhooks import raw_body
 from leadflow.domain.errors import (
     BadRequest, InvalidInput, LeadflowError, Misconfigured, NotFound, PayloadTooLarge, Unauthorized,
 )
-from leadflow.domain.events import Identity, Text, Timestamp, normalise_email, parse_event, validated, valid_email, validation_details
+from leadflow.domain.events import Identity, Text, Timestamp, parse_event, validated, valid_email, validation_details
 from leadflow.domain.inputs import parse_json, utc_in_range
 from leadflow.observability import add, logger, mask_email
 from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, running_in_aws, settings
@@ -263,7 +263,7 @@ def post_import() -> Response:
     importer = container.importer()
     emails = [e.get("email") for r in rows if isinstance(r, dict) and isinstance(r.get("events"), list)
               for e in r["events"][:1] if isinstance(e, dict) and isinstance(e.get("email"), str)]
-    known = importer.prefetch([normalise_email(e) for e in emails])
+    known = importer.prefetch(_valid_emails(emails))  # an invalid one rejects its row below
     results = []
     for i, raw in enumerate(rows):
         number = raw.get("row") if isinstance(raw, dict) and isinstance(raw.get("row"), int) else i
@@ -289,6 +289,16 @@ def post_import() -> Response:
     logger.info("import.batch", extra=counts)
     add("ImportRows", len(results))
     return _json(200, {"results": results, "counts": counts})
+
+
+def _valid_emails(raw: list[str]) -> list[str]:
+    valid = []
+    for email in raw:
+        try:
+            valid.append(valid_email(email))
+        except ValueError:
+            continue
+    return valid
 
 
 def _utc(value: datetime | None) -> datetime | None:
