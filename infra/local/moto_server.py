@@ -13,6 +13,8 @@ from typing import Any
 
 from moto.server import ThreadedMotoServer
 
+from leadflow_infra.local import in_process
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,6 +48,8 @@ class MotoServer:
         host, port = server.get_host_and_port()
         self._server = server
         self._url = f"http://{host}:{port}"
+        # This process's own clients (the functions) skip the socket and the signature.
+        in_process.attach(self._url, server._server.app)
         logger.debug("moto server listening on %s", self._url)
         return self._url
 
@@ -59,6 +63,7 @@ class MotoServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        in_process.detach(self._url or "")
         self._url = None
         server.stop()
 
