@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import uuid
@@ -62,7 +63,7 @@ def _json_body(*, numbers: bool = True) -> Any:
 
 
 @app.get("/healthz")
-def healthz() -> Response:
+def healthz() -> Response[Any]:
     """Ready only with rules that load: broken rules are a 503 that says so, never an
     "ok" in front of a 500 on every request. A newer published version that does not
     load is a warning: the last good version serves."""
@@ -77,6 +78,42 @@ def healthz() -> Response:
     if state.warning:
         body["rules_warning"] = state.warning
     return _json(200, body)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document() -> Response[Any]:
+    """The OpenAPI 3.1 document of every route, built from the routes and their models
+    (once per execution environment: the routes do not change while it lives)."""
+    return _json(200, _openapi())
+
+
+@app.get("/docs", include_in_schema=False)
+def docs_page() -> Response[Any]:
+    """The interactive page of the OpenAPI document (Swagger UI, served from the function:
+    nothing is fetched from elsewhere)."""
+    from leadflow.routes.openapi import DOCS_PAGE
+
+    return Response(status_code=200, content_type="text/html; charset=utf-8", body=DOCS_PAGE,
+                    headers={"Cache-Control": "no-cache"})
+
+
+@app.get("/docs/<asset>", include_in_schema=False)
+def docs_asset(asset: str) -> Response[Any]:
+    from leadflow.routes.openapi import docs_asset as read
+
+    found = read(asset)
+    if found is None:
+        raise NotFound(f"no asset {asset!r}", field="asset")
+    content_type, text = found
+    return Response(status_code=200, content_type=content_type, body=text,
+                    headers={"Cache-Control": "public, max-age=86400"})
+
+
+@functools.cache
+def _openapi() -> dict[str, Any]:
+    from leadflow.routes.openapi import document
+
+    return document(app)
 
 
 class PublishRules(BaseModel):
@@ -96,14 +133,14 @@ class RollbackRules(BaseModel):
 
 
 @app.get("/v1/rules")
-def get_rules() -> Response:
+def get_rules() -> Response[Any]:
     """The rules version in force (with its YAML) and the published history, newest first:
     who published, when, what changed, and what its re-score did."""
     return _json(200, container.publisher().describe())
 
 
 @app.post("/v1/rules")
-def publish_rules() -> Response:
+def publish_rules() -> Response[Any]:
     """Publish a rules version: validated first (422 naming every problem), then in force
     for every function within a minute; the jobs function then re-scores every lead."""
     body = validated(PublishRules, _json_body())
@@ -114,7 +151,9 @@ def publish_rules() -> Response:
 
 
 @app.post("/v1/rules/rollback")
-def rollback_rules() -> Response:
+def rollback_rules() -> Response[Any]:
+    """Return to an earlier published version (`to`, or the one before): it becomes the
+    next entry of the history, and every lead is re-scored to it."""
     body = validated(RollbackRules, _json_body() if _body_text().strip() else {})
     published = container.publisher().rollback(by=body.by, to=body.to, announce=body.announce)
     logger.info("rules.rolled_back", extra={"seq": published.seq, "version": published.version})
@@ -123,7 +162,9 @@ def rollback_rules() -> Response:
 
 
 @app.post("/v1/events")
-def post_event() -> Response:
+def post_event() -> Response[Any]:
+    """Apply one canonical event to its lead, synchronously: a 200 means it is durable and
+    applied once (the same `event_id` again answers `duplicate: true` and changes nothing)."""
     event = parse_event(_json_body())
     result = container.service().ingest(event, source="api")
     _log_applied(result, "api")
@@ -131,7 +172,7 @@ def post_event() -> Response:
 
 
 @app.post("/v1/forms/<form_id>")
-def post_form(form_id: str) -> Response:
+def post_form(form_id: str) -> Response[Any]:
     """A website form post. The answer says only that it was accepted, whatever became of
     the lead (anyone can type an address): `{"accepted": true}` to a script, a 303 to the
     form's thank-you URL (or a plain thank-you page) to a browser. A post a spam trap
@@ -169,7 +210,10 @@ def _body_bytes() -> bytes:
 
 
 @app.post("/v1/webhooks/<source>")
-def post_webhook(source: str) -> Response:
+def post_webhook(source: str) -> Response[Any]:
+    """A vendor's delivery (HubSpot, Mautic, Typeform, Calendly, SendGrid, Slack), verified
+    by that vendor's signature scheme over the raw bytes before anything is parsed; `generic`
+    takes one canonical event or a list, signed by the Standard Webhooks scheme."""
     if source not in WEBHOOK_SOURCES:
         raise NotFound(f"unknown webhook source {source!r}; expected one of {', '.join(WEBHOOK_SOURCES)}", field="source")
     if source not in ("generic", "slack"):
@@ -250,7 +294,7 @@ class ImportRowBody(BaseModel):
 
 
 @app.post("/v1/import")
-def post_import() -> Response:
+def post_import() -> Response[Any]:
     """Rows of an export, each applied on its own: a bad row is answered `rejected`
     (field and reason) and the others still apply. A 200 means every row not rejected
     is durable; re-sending the same rows changes nothing."""
@@ -306,7 +350,9 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 @app.get("/v1/leads")
-def find_lead() -> Response:
+def find_lead() -> Response[Any]:
+    """The lead of an email address (its id is derived from the address with the
+    deployment's key, so this is one read)."""
     email = (app.current_event.query_string_parameters or {}).get("email")
     if not email or not email.strip():
         raise InvalidInput("email: query parameter email is required", field="email")
@@ -319,7 +365,9 @@ def find_lead() -> Response:
 
 
 @app.get("/v1/leads/<lead_id>")
-def get_lead(lead_id: str) -> Response:
+def get_lead(lead_id: str) -> Response[Any]:
+    """The lead with its traits, scores decayed to now with every point explained, owner,
+    sources and the history of its stage moves."""
     svc = container.service()
     return _json(200, svc.view(svc.get(lead_id)))
 
@@ -333,7 +381,8 @@ class Feedback(BaseModel):
 
 
 @app.post("/v1/leads/<lead_id>/feedback")
-def post_feedback(lead_id: str) -> Response:
+def post_feedback(lead_id: str) -> Response[Any]:
+    """A sales action on the lead; the answer is the lead after it, with the move made."""
     feedback = validated(Feedback, _json_body(), what="feedback")
     svc = container.service()
     result = svc.act(lead_id, feedback.action, reason=feedback.reason, by=feedback.by)
@@ -342,7 +391,10 @@ def post_feedback(lead_id: str) -> Response:
 
 
 @app.delete("/v1/leads/<lead_id>")
-def delete_lead(lead_id: str) -> Response:
+def delete_lead(lead_id: str) -> Response[Any]:
+    """Erase the lead: its item, history, event log and deliveries go; a tombstone without
+    the address keeps a replayed delivery from bringing the person back, and HubSpot and
+    Salesforce are asked to delete the contact."""
     removed = container.service().erase(lead_id)
     logger.info("lead.erased", extra={"lead_id": lead_id, "items": removed})
     add("LeadErased")
@@ -350,7 +402,9 @@ def delete_lead(lead_id: str) -> Response:
 
 
 @app.get("/v1/funnel")
-def funnel() -> Response:
+def funnel() -> Response[Any]:
+    """Leads by current stage (optionally those that entered it between `since` and
+    `until`), the conversion from each stage to the next, and time to first touch."""
     query = app.current_event.query_string_parameters or {}
     bounds = {name: _iso_date(query.get(name), name) for name in ("since", "until")}
     if bounds["since"] and bounds["until"] and bounds["since"] >= bounds["until"]:
