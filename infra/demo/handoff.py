@@ -89,11 +89,10 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def check_handoff(api: Any, stack: Any, rx: Receivers, ids: dict[str, str], check: Callable[[bool, str], None],
-                  accept_email: str) -> list[str]:
+def check_handoff(api: Any, stack: Any, rx: Receivers, ids: dict[str, str],
+                  check: Callable[[bool, str, str], None], accept_email: str) -> list[tuple[str, list[str]]]:
     """Deliveries as the contract states them, a Slack button press, the SLA watchdog.
-    Returns lines describing what happened, for the report."""
-    lines: list[str] = []
+    Each check is reported as (passed, what, result). Returns the SQLs by owner, for the report."""
     leads = {email: api.ok("GET", f"/v1/leads/{lead_id}") for email, lead_id in ids.items()}
     moves = {e: lead["history"] for e, lead in leads.items() if lead.get("email")}
     wanted = {e: sum(1 for m in h if _alerts(m)) for e, h in moves.items()}
@@ -104,16 +103,16 @@ def check_handoff(api: Any, stack: Any, rx: Receivers, ids: dict[str, str], chec
     wait_until(lambda: len(rx.alerts()) >= alert_moves and len(rx.webhook.deliveries) >= all_moves, 30.0)
     alerts = rx.alerts()
     per_lead = {e: sum(1 for a in alerts if e in json.dumps(a)) for e in moves}
-    check(per_lead == wanted and len(rx.slack.failed) >= 2,
-          f"Slack: {len(alerts)} alerts for {alert_moves} moves into MQL/SQL, one each "
+    check(per_lead == wanted and len(rx.slack.failed) >= 2, "Slack",
+          f"{len(alerts)} alerts for {alert_moves} moves into MQL/SQL, one each "
           f"({len(rx.slack.failed)} attempts refused during the outage were retried)")
     ids_seen = [d.id for d in rx.webhook.deliveries]
-    check(len(ids_seen) == all_moves and len(set(ids_seen)) == len(ids_seen),
-          f"CRM webhook: {len(ids_seen)} signed pushes for {all_moves} stage moves, no duplicate webhook-id "
+    check(len(ids_seen) == all_moves and len(set(ids_seen)) == len(ids_seen), "CRM webhook",
+          f"{len(ids_seen)} signed pushes for {all_moves} stage moves, no duplicate webhook-id "
           f"(a 429 with Retry-After was honoured)")
     check(len(rx.hubspot.contacts) == len(moves) and len(rx.salesforce.leads) == len(moves) and not
-          rx.hubspot.violations and not rx.salesforce.violations,
-          f"HubSpot: {len(rx.hubspot.contacts)} contacts upserted by email; Salesforce: {len(rx.salesforce.leads)} "
+          rx.hubspot.violations and not rx.salesforce.violations, "HubSpot and Salesforce",
+          f"{len(rx.hubspot.contacts)} contacts upserted by email, {len(rx.salesforce.leads)} "
           f"leads upserted by external id; no request refused for its shape")
 
     # Press Accept in Slack on the first SQL alert of `accept_email`.
@@ -128,12 +127,15 @@ def check_handoff(api: Any, stack: Any, rx: Receivers, ids: dict[str, str], chec
         lead = api.ok("GET", f"/v1/leads/{ids[accept_email]}")
         last = lead["history"][-1]
         message = next((r.json() for r in rx.slack.accepted if r.path.startswith("/actions/")), {})
-        check(status == 200 and last["cause"].get("action") == "accept" and updated and "Accepted" in message.get("text", ""),
-              f"Accept pressed in Slack for {accept_email}: lead {last['from_stage']} -> {last['to_stage']} by "
+        text = message.get("text", "")
+        # What the press added to the alert (who accepted; the time is the press's own).
+        shown = text[text.find("Accepted"):].split(" at ")[0] if "Accepted" in text else text[-60:]
+        check(status == 200 and last["cause"].get("action") == "accept" and updated and "Accepted" in text,
+              f"Accept pressed in Slack for {accept_email}", f"lead {last['from_stage']} -> {last['to_stage']} by "
               f"{last['cause'].get('actor')}, first touch after {lead.get('first_touch_seconds') or 0:.0f} s, "
-              f"message updated: \"{message.get('text', '')[-60:]}\"")
+              f"message updated: \"{shown}\"")
     else:
-        check(False, f"no SQL alert with an Accept button for {accept_email}")
+        check(False, f"Accept pressed in Slack for {accept_email}", "no SQL alert with an Accept button")
 
     # Escalations: the SLA watchdog runs every second here; each ignored SQL escalates
     # to its owner, then to the manager, once each.
@@ -155,12 +157,14 @@ def check_handoff(api: Any, stack: Any, rx: Receivers, ids: dict[str, str], chec
     esc = [r for r in rx.slack.accepted if r.json()["text"].startswith("SLA")]
     by_lead = escalated()
     accepted_count = sum(1 for r in esc if ids[accept_email] in r.text)
-    check(all(by_lead.get(e) == 2 for e in sql_now) and accepted_count <= 2,
-          f"SLA watchdog: {len(sql_now)} ignored SQLs escalated once to the owner and once to the manager "
+    check(all(by_lead.get(e) == 2 for e in sql_now) and accepted_count <= 2, "SLA watchdog",
+          f"{len(sql_now)} ignored SQLs escalated once to the owner and once to the manager "
           f"({len(esc)} messages in all)")
-    owners = sorted({lead.get("owner") or "-" for lead in leads.values() if lead["stage"] in ("sql", "opportunity")})
-    lines.append(f"  owners of SQLs (weighted round-robin ola:2, siri:1): {', '.join(owners)}")
-    return lines
+    owners: dict[str, list[str]] = {}
+    for email, lead in leads.items():
+        if lead["stage"] in ("sql", "opportunity"):
+            owners.setdefault(lead.get("owner") or "-", []).append(email)
+    return sorted(owners.items())
 
 
 def _alerts(move: dict[str, Any]) -> bool:

@@ -38,6 +38,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
 SEED = 7
 SITE = "https://www.leadflow.example"
 STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist")
@@ -51,12 +56,53 @@ DEMO_UNSET = (
     "LEADFLOW_CRM_WEBHOOK_SECRET",
 )
 UNEXPECTED = "UNEXPECTED"
-_report_stream = sys.stdout
+# Off a terminal (CI, a pipe, the e2e test) the report is plain text at this width: the
+# lead table's eight columns need about 150 characters, and a fixed width prints the
+# same week as the same lines wherever it runs.
+REPORT_WIDTH = 160
+
+
+def report_console(stream: Any) -> Console:
+    """Tables on `stream`: coloured at a terminal's own width, plain text off a terminal.
+
+    The stream is bound here, not looked up on each print, because sys.stdout is the
+    handlers' (see HandlerOutput) while the demo runs. Markup and highlighting are off:
+    the report prints API answers, whose brackets are text, not styles."""
+    terminal = stream.isatty()
+    return Console(file=stream if terminal else TrimmedLines(stream), width=None if terminal else REPORT_WIDTH,
+                   markup=False, highlight=False, emoji=False)
+
+
+class TrimmedLines:
+    """Plain-text report lines without the trailing spaces rich pads table cells with,
+    so a log or a diff of two runs shows only what was printed."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        for line in complete:
+            self.stream.write(line.rstrip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+_console = report_console(sys.stdout)
 
 
 def say(*parts: Any) -> None:
     """The demo's own output: stdout, whatever the handlers do with sys.stdout."""
-    print(*parts, file=_report_stream, flush=True)
+    # A long line stays one line (a terminal or log viewer wraps it); tables fit the width.
+    _console.print(*parts, soft_wrap=not any(isinstance(part, Table) for part in parts))
 
 
 class HandlerOutput:
@@ -427,12 +473,21 @@ def play_week(api: Api, script: Script) -> dict[str, str]:
             tally.new += before is None
             tally.mql += answer["stage"] == "mql" and before != "mql"
             tally.sql += answer["stage"] == "sql" and before != "sql"
-    if older.events:
-        say(f"  {'a year ago':10} {older.events:3} events from {len(older.people):2} people (late delivery of old activity)")
-    for day, t in days.items():
-        say(f"  {day:10} {t.events:3} events from {len(t.people):2} people: "
-            f"{t.new:2} new contacts, {t.mql} new MQL, {t.sql} new SQL")
+    say(week_table(({"a year ago": older} if older.events else {}) | days))
     return lead_ids
+
+
+def week_table(days: dict[str, Tally]) -> Table:
+    """The week a day a column, as a calendar reads ("a year ago": old activity delivered late)."""
+    table = report_table()
+    table.add_column("")
+    for day in days:
+        table.add_column(day, justify="right")
+    for label, figure in (("events", lambda t: t.events), ("people", lambda t: len(t.people)),
+                          ("new contacts", lambda t: t.new), ("new MQL", lambda t: t.mql),
+                          ("new SQL", lambda t: t.sql)):
+        table.add_row(label, *(str(figure(t)) for t in days.values()))
+    return table
 
 
 # -- checks and the report ------------------------------------------------------------------
@@ -440,12 +495,12 @@ def play_week(api: Api, script: Script) -> dict[str, str]:
 
 class Report:
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.checks: list[tuple[bool, str, str]] = []
         self.failures = 0
 
-    def check(self, ok: bool, text: str) -> None:
+    def check(self, ok: bool, what: str, result: str) -> None:
         self.failures += not ok
-        self.lines.append(f"  {'ok' if ok else UNEXPECTED:10} {text}")
+        self.checks.append((ok, what, result))
 
 
 def entering_move(lead: dict[str, Any]) -> dict[str, Any] | None:
@@ -477,6 +532,7 @@ def top_reasons(lead: dict[str, Any], n: int = 2) -> str:
 
 
 def persona_verdict(p: Persona, lead: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the persona ended as the rules say, and where it ended (and, if not, what was expected)."""
     stage, dq = lead["stage"], lead.get("disqualified_reason") if lead.get("disqualified") else None
     got = f"-> {stage}" + (f", disqualified: {dq}" if dq else "")
     ok = stage in p.expect and dq == p.expect_dq
@@ -486,7 +542,7 @@ def persona_verdict(p: Persona, lead: dict[str, Any]) -> tuple[bool, str]:
         ok = ok and rule == p.via
     want = " or ".join(p.expect) + (f", disqualified: {p.expect_dq}" if p.expect_dq else ", not disqualified")
     want += f" via {p.via}" if p.via else ""
-    return ok, f"{got}, as expected" if ok else f"{got}, expected {want}"
+    return ok, got if ok else f"{got}, expected {want}"
 
 
 def run_checks(api: Api, script: Script, keep: dict[str, Step], ids: dict[str, str], report: Report) -> None:
@@ -501,18 +557,18 @@ def run_checks(api: Api, script: Script, keep: dict[str, Step], ids: dict[str, s
         after = api.ok("GET", f"/v1/leads/{lead_id}")
         same = all(before[k] == after[k] for k in ("stage", "events_applied", "history", "traits"))
         if step.form_id is None:
-            report.check(answer.get("duplicate") is True and same,
-                         f"{label}: duplicate={answer.get('duplicate')}, lead unchanged={same}")
+            report.check(answer.get("duplicate") is True and same, label,
+                         f"duplicate={answer.get('duplicate')}, lead unchanged={same}")
         else:  # a public form answers the same either way: the lead shows it was applied once
-            report.check(same, f"{label}: answered as the first time, lead unchanged={same}")
+            report.check(same, label, f"answered as the first time, lead unchanged={same}")
 
     # A honeypot-filled form post is accepted silently and creates nothing.
     spam = "seo-offers@bulkmail.example"
     status, answer = api.request("POST", "/v1/forms/ebook", {"email": spam, "first_name": "Buy", "_hp": "http://x.example"},
                                  urlencoded=True)
     found, _ = api.request("GET", "/v1/leads?" + urllib.parse.urlencode({"email": spam}))
-    report.check(status == 200 and "lead_id" not in (answer or {}) and found == 404,
-                 f"honeypot form post: answered {status} {json.dumps(answer)}, lead lookup {found}")
+    report.check(status == 200 and "lead_id" not in (answer or {}) and found == 404, "honeypot form post",
+                 f"answered {status} {json.dumps(answer)}, lead lookup {found}")
 
     # The anonymous visitor's week joined the lead when she identified.
     p = by_key["anonymous"]
@@ -520,8 +576,8 @@ def run_checks(api: Api, script: Script, keep: dict[str, Step], ids: dict[str, s
     anon = keep["identify"].body["anonymous_id"]
     rules_seen = {line["rule"] for line in lead.get("explanation") or []}
     joined = anon in (lead.get("anonymous_ids") or []) and {"pricing_page", "product_page"} <= rules_seen
-    report.check(joined, f"anonymous history joined {p.email}: anonymous_ids={lead.get('anonymous_ids')}, "
-                         f"pricing/product signals {'counted' if joined else 'missing'}")
+    report.check(joined, f"anonymous history joined {p.email}",
+                 f"anonymous_ids={lead.get('anonymous_ids')}, pricing/product signals {'counted' if joined else 'missing'}")
 
     # Sales feedback over the API: reject an SQL with a reason (the accept is a Slack button, below).
     for key, action, reason in (("rejected", "reject", "no_budget_this_year"),):
@@ -529,8 +585,8 @@ def run_checks(api: Api, script: Script, keep: dict[str, Step], ids: dict[str, s
         body = {"action": action, "by": "sam.seller@leadflow.example", **({"reason": reason} if reason else {})}
         status, answer = api.request("POST", f"/v1/leads/{ids[p.email]}/feedback", body)
         move = (answer or {}).get("move") or {}
-        report.check(status == 200 and move.get("from_stage") == "sql", f"sales {action} of {p.email}: {status}, "
-                                    f"{move.get('from_stage')} -> {move.get('to_stage') or (answer or {}).get('message')}")
+        report.check(status == 200 and move.get("from_stage") == "sql", f"sales {action} of {p.email}",
+                     f"{status}, {move.get('from_stage')} -> {move.get('to_stage') or (answer or {}).get('message')}")
 
 
 def wait_healthy(api: Api, timeout: float) -> bool:
@@ -547,13 +603,14 @@ def wait_healthy(api: Api, timeout: float) -> bool:
 
 
 def main() -> int:
-    global _report_stream
-    _report_stream = sys.stdout
+    global _console
+    report_stream = sys.stdout
+    _console = report_console(report_stream)
     sys.stdout = HandlerOutput(sys.stderr)
     try:
         return run()
     finally:
-        sys.stdout = _report_stream
+        sys.stdout = report_stream
 
 
 def run() -> int:
@@ -595,8 +652,7 @@ def run() -> int:
             run_checks(api, script, keep, ids, report)
             say("Checking the handoff (Slack, CRM webhook, HubSpot, Salesforce, SLA watchdog)…")
             by_key = {p.key: p for p in script.personas}
-            handoff_lines = demo_handoff.check_handoff(api, stack, receivers, ids, report.check,
-                                                       by_key["buyer_demo"].email)
+            owners = demo_handoff.check_handoff(api, stack, receivers, ids, report.check, by_key["buyer_demo"].email)
             rows = [(p.email, p) for p in script.personas] + [(email, None) for email in script.crowd]
             leads = {email: api.ok("GET", f"/v1/leads/{ids[email]}") for email, _ in rows}
             funnel = api.ok("GET", "/v1/funnel")
@@ -606,55 +662,101 @@ def run() -> int:
         finally:
             stack.stop()
 
-    print_report(rows, leads, funnel, report, started, handoff_lines)
+    print_report(rows, leads, funnel, report, started, owners)
     return 1 if report.failures else 0
 
 
+def report_table(title: str | None = None) -> Table:
+    """The report's table style: a rule under the header, no frame, so plain text stays light.
+    Columns that may wrap fold long words (a terminal narrower than the table) rather than cut them."""
+    return Table(title=title, title_justify="left", title_style="bold", header_style="bold", box=box.SIMPLE_HEAD,
+                 show_edge=False, pad_edge=False, collapse_padding=True)
+
+
+def outcome(ok: bool) -> Text:
+    return Text("ok", style="green") if ok else Text(UNEXPECTED, style="bold red")
+
+
 def print_report(rows: list[tuple[str, Persona | None]], leads: dict[str, dict], funnel: dict, report: Report,
-                 started: float, handoff_lines: list[str]) -> None:
-    persona_lines = []
+                 started: float, owners: list[tuple[str, list[str]]]) -> None:
     crowd_rows = [(e, p) for e, p in rows if p is None]
     crowd_rows.sort(key=lambda r: (-STAGES.index(leads[r[0]]["stage"]), -leads[r[0]]["score"]))
     ordered = [r for r in rows if r[1] is not None] + crowd_rows
 
-    say()
-    say(f"{'':2}{'lead':32} {'stage':10} {'fit':3} {'eng':>5}  {'disq':10} {'entered by':27} top reasons")
+    table = report_table("Leads  (* = persona; eng = engagement score decayed to now; "
+                         "top reasons = the two largest lines of the explanation)")
+    table.add_column("", no_wrap=True)
+    table.add_column("lead", no_wrap=True)
+    table.add_column("stage", no_wrap=True)
+    table.add_column("fit", justify="center", no_wrap=True)
+    table.add_column("eng", justify="right", no_wrap=True)
+    table.add_column("disqualified", no_wrap=True)
+    table.add_column("entered by", overflow="fold")
+    table.add_column("top reasons", overflow="fold")
+    personas = report_table("Personas")
+    personas.add_column("", no_wrap=True)
+    personas.add_column("persona", no_wrap=True)
+    personas.add_column("ended", no_wrap=True)
+    personas.add_column("why", overflow="fold")
     for email, persona in ordered:
         lead = leads[email]
-        mark = ""
+        mark = Text()
         dq = lead.get("disqualified_reason") if lead.get("disqualified") else None
         if persona is not None:
             ok, verdict = persona_verdict(persona, lead)
             report.failures += not ok
-            persona_lines.append(f"  {'ok' if ok else UNEXPECTED:10} {persona.name} {verdict}; {persona.why}")
-            mark = "" if ok else f"  {UNEXPECTED}"
+            personas.add_row(outcome(ok), persona.name, verdict, persona.why)
+            if not ok:
+                mark.append(f"  {UNEXPECTED}", style="bold red")
         if dq and any(m["to_stage"] in HANDOFF and m["cause"]["kind"] != "actor" for m in lead.get("history") or []):
             report.failures += 1
-            mark += f"  {UNEXPECTED}: disqualified lead was handed to sales"
-        tag = "*" if persona is not None else " "
-        say(f"{tag} {email:32} {lead['stage']:10} {lead['fit_grade']:3} {lead['engagement_score']:5.1f}  "
-              f"{dq or '-':10} {entered_by(lead):27} {top_reasons(lead)}{mark}")
-    say("  (* = persona; eng = engagement score decayed to now; reasons = the two largest lines of the explanation)")
+            mark.append(f"  {UNEXPECTED}: disqualified lead was handed to sales", style="bold red")
+        table.add_row("*" if persona is not None else "", email, lead["stage"], lead["fit_grade"],
+                      f"{lead['engagement_score']:.1f}", dq or "-", entered_by(lead), Text(top_reasons(lead)) + mark,
+                      style="cyan" if persona is not None else None)
 
-    say("\nPersonas")
-    say("\n".join(persona_lines))
-    say("\nChecks")
-    say("\n".join(report.lines))
-    say("\nHandoff")
-    say("\n".join(handoff_lines))
+    checks = report_table("Checks")
+    checks.add_column("", no_wrap=True)
+    checks.add_column("check", overflow="fold")
+    checks.add_column("result", overflow="fold")
+    for ok, what, result in report.checks:
+        checks.add_row(outcome(ok), what, result)
 
-    stages = funnel.get("stages") or {}
-    conversion = funnel.get("conversion") or {}
-    say("\nFunnel (GET /v1/funnel)")
-    say("  " + "  ".join(f"{s} {stages.get(s, 0)}" for s in STAGES) + f"   total {funnel.get('total')}")
-    say("  " + "  ".join(f"{k.replace('_to_', '->')} {'-' if v is None else f'{v:.0%}'}"
-                           for k, v in conversion.items() if k.split("_to_")[0] in STAGES[:4]))
+    handoff = report_table("Handoff: SQLs by owner (weighted round-robin ola:2, siri:1)")
+    handoff.add_column("owner", no_wrap=True)
+    handoff.add_column("SQLs", justify="right")
+    handoff.add_column("leads", overflow="fold")
+    for owner, emails in owners:
+        handoff.add_row(owner, str(len(emails)), ", ".join(emails))
+
+    for part in (table, personas, checks, handoff, funnel_table(funnel)):
+        say()
+        say(part)
 
     stage_counts = Counter(leads[e]["stage"] for e, _ in rows)
     dq_count = sum(1 for e, _ in rows if leads[e].get("disqualified"))
     verdict = "all as expected" if not report.failures else f"{report.failures} {UNEXPECTED}"
-    say(f"\nSummary: {len(rows)} leads, {stage_counts['mql']} MQL, {stage_counts['sql']} SQL, "
-          f"{dq_count} disqualified; {verdict}; {time.monotonic() - started:.1f}s.")
+    say()
+    say(Text(f"Summary: {len(rows)} leads, {stage_counts['mql']} MQL, {stage_counts['sql']} SQL, "
+             f"{dq_count} disqualified; {verdict}; {time.monotonic() - started:.1f}s.",
+             style="bold green" if not report.failures else "bold red"))
+
+
+def funnel_table(funnel: dict[str, Any]) -> Table:
+    """Stages across, as the funnel reads: how many leads are in each, and the share of
+    those that reached a stage that went on to reach the next."""
+    stages = funnel.get("stages") or {}
+    conversion = funnel.get("conversion") or {}
+    shown = [s for s in STAGES if s in stages] or list(STAGES)
+    table = report_table("Funnel (GET /v1/funnel)")
+    table.add_column("")
+    for stage in shown:
+        table.add_column(stage, justify="right")
+    table.add_column("total", justify="right")
+    table.add_row("leads", *(str(stages.get(s, 0)) for s in shown), str(funnel.get("total")))
+    rates = [conversion.get(f"{a}_to_{b}") for a, b in zip(shown, shown[1:])]
+    table.add_row("to next stage", *("-" if r is None else f"{r:.0%}" for r in rates), "", "")
+    return table
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,14 +27,19 @@ PERSONAS = {
 }
 
 
+# Variables that make rich colour a pipe: the report must read as plain text off a terminal.
+COLOUR_VARIABLES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
 @pytest.fixture(scope="module")
 def demo() -> subprocess.CompletedProcess[str]:
     # Importable from the checkout even where the package is not installed.
     path = os.pathsep.join(p for p in (str(REPO / "functions"), str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {k: v for k, v in os.environ.items() if k not in COLOUR_VARIABLES}
     return subprocess.run(
         [sys.executable, "-m", "leadflow_infra.demo"],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": path},
+        env={**env, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=900,  # a safety net, not a speed test: a loaded 2-core machine is slow
@@ -49,22 +55,56 @@ def test_demo_exits_cleanly_with_nothing_unexpected(demo):
     assert "Summary:" in demo.stdout
 
 
+def indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def table(stdout: str, title: str) -> list[list[str]]:
+    """The rows of the report table under `title`, each as its cells ("" for an empty
+    first cell). A line indented past the header's first label continues the row above:
+    a cell wrapped (in these tables only the last column wraps)."""
+    section = stdout.split(f"\n{title}\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    header, rule, *lines = section
+    assert header.split() and set(rule) == {"─"}, section[:2]
+    rows: list[list[str]] = []
+    for line in lines:
+        if indent(line) > indent(header) and rows:
+            rows[-1][-1] += " " + line.strip()
+        else:
+            rows.append([""] * (indent(line) > 0) + re.split(r"\s{2,}", line.strip()))
+    return rows
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("persona", sorted(PERSONAS))
 def test_each_persona_ends_where_the_rules_say(demo, persona):
-    lines = [line for line in demo.stdout.splitlines() if f" {persona} -> " in line]
-    assert len(lines) == 1, f"no single persona line for {persona!r} in:\n{demo.stdout}"
-    line = lines[0]
-    assert line.lstrip().startswith("ok"), line
-    assert any(expected in line for expected in PERSONAS[persona]), line
+    rows = [row for row in table(demo.stdout, "Personas") if persona in row]
+    assert len(rows) == 1, f"no single persona row for {persona!r} in:\n{demo.stdout}"
+    verdict, name, ended, *_ = rows[0]
+    assert (verdict, name) == ("ok", persona), rows[0]
+    assert any(expected in ended for expected in PERSONAS[persona]), rows[0]
+
+
+@pytest.mark.e2e
+def test_every_lead_is_a_row_and_the_personas_are_marked(demo):
+    leads = int(re.search(r"Summary: (\d+) leads", demo.stdout).group(1))
+    title = next(line for line in demo.stdout.splitlines() if line.startswith("Leads  ("))
+    rows = table(demo.stdout, title)
+    assert len(rows) == leads and sum(row[0] == "*" for row in rows) == len(PERSONAS), rows
+    funnel = table(demo.stdout, "Funnel (GET /v1/funnel)")
+    assert funnel[0][0] == "leads" and funnel[0][-1] == str(leads), funnel
 
 
 @pytest.mark.e2e
 def test_checks_passed_and_output_stays_readable(demo):
-    checks = demo.stdout.split("\nChecks\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert len(checks) >= 6 and all(line.lstrip().startswith("ok") for line in checks), checks
+    checks = table(demo.stdout, "Checks")
+    assert len(checks) >= 6 and all(row[0] == "ok" for row in checks), checks
+    flat = " ".join(demo.stdout.split())  # a phrase may wrap inside its cell
     for text in ("duplicate=True", "honeypot form post", "anonymous history joined", "sales reject",
                  "Accept pressed in Slack", "one each", "signed pushes", "SLA watchdog"):
-        assert text in demo.stdout
-    assert len(demo.stdout.splitlines()) <= 100
+        assert text in flat
+    # Tables with a header and a rule each: about a screenful, never a scroll of log lines.
+    assert len(demo.stdout.splitlines()) <= 105
     assert '{"_aws"' not in demo.stdout  # metric documents stay out of the report
+    assert "\x1b[" not in demo.stdout  # off a terminal: plain text, no colour codes
+    assert not [line for line in demo.stdout.splitlines() if line != line.rstrip()]  # no padding left behind
