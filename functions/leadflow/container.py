@@ -94,6 +94,12 @@ def service() -> LeadService:
     return _for_rules("service", lambda r: LeadService(store(), r, ids=ids))
 
 
+def lister():
+    from leadflow.usecases.lead_list import LeadLister
+
+    return _for_rules("lister", lambda r: LeadLister(service()))
+
+
 def importer():
     from leadflow.usecases.imports import Importer
 

@@ -215,6 +215,12 @@ OTHER_ROUTES = st.one_of(
     hostile_emails().map(lambda e: ("GET", "/v1/leads?" + urllib.parse.urlencode(
         {"email": e}, encoding="utf-8", errors="surrogatepass"), "")),
     DATES.map(lambda d: ("GET", "/v1/funnel?" + urllib.parse.urlencode({"since": d}), "")),
+    st.tuples(st.sampled_from(["stage", "owner", "source", "q", "sort", "limit", "cursor"]), TEXTS).map(
+        lambda p: ("GET", "/v1/leads?" + urllib.parse.urlencode({p[0]: p[1]}, encoding="utf-8", errors="surrogatepass"),
+                   "")),
+    INVISIBLE.map(lambda c: ("GET", "/v1/leads?" + urllib.parse.urlencode(
+        {"q": "ja" + c + "ne"}, encoding="utf-8", errors="surrogatepass"), "")),
+    NUMBERS.map(lambda n: ("GET", f"/v1/leads?limit={n}", "")),
 )
 
 

@@ -116,6 +116,10 @@ def test_every_route_answers_as_documented(api):
         {"row": 1, "key": "k2", "events": [{"type": "identify", "email": "not an address"}]}]})
     assert status == 200 and imported["counts"] == {"imported": 1, "merged": 0, "unchanged": 0, "rejected": 1}
 
+    status, page = api("GET", "/v1/leads", query="limit=2")
+    assert status == 200 and len(page["items"]) == 2 and page["next_cursor"]
+    assert api("GET", "/v1/leads", query="q=bo&stage=sql")[0] == 200
+    assert api("GET", "/v1/leads", query="stage=nowhere")[0] == 422
     status, lead = api("GET", "/v1/leads", query="email=bob@tiny.io")
     assert status == 200 and lead["lead_id"] == sql["lead_id"]
     assert api("GET", "/v1/leads", query="email=nobody@tiny.io")[0] == 404

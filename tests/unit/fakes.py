@@ -73,6 +73,31 @@ class MemoryStore:
     def purge_events(self, lead_id):
         return len(self.logs.pop(lead_id, {}))
 
+    def needs_index(self, lead_id):
+        return False  # every lead held here has its index keys (they are computed on read)
+
+    def index_page(self, index, partition, *, prefix=None, ascending=False, start=None, limit=25):
+        """The list indexes as DynamoDB keeps them: each lead's keys, sorted by the index's sort key."""
+        from leadflow.domain.listing import INDEXES, index_keys, stage_partition
+
+        pk, sk = INDEXES[index]
+        rows = []
+        with self.lock:
+            for lead in self.items.values():
+                if not lead.known or lead.merged_into:
+                    continue
+                keys = {**index_keys(lead), "GSI1PK": stage_partition(lead.stage),
+                        "GSI1SK": f"{lead.stage_entered_at.isoformat()}#{lead.lead_id}"}
+                if keys.get(pk) == partition and keys[sk].startswith(prefix or ""):
+                    rows.append({"PK": f"LEAD#{lead.lead_id}", "SK": "LEAD", pk: partition, sk: keys[sk]})
+        rows.sort(key=lambda r: (r[sk], r["PK"]), reverse=not ascending)
+        if start:
+            after = (start[sk], start["PK"])
+            rows = [r for r in rows if ((r[sk], r["PK"]) > after if ascending else (r[sk], r["PK"]) < after)]
+        page = rows[:limit]
+        more = len(rows) > limit
+        return [r["PK"].split("#", 1)[1] for r in page], (page[-1] if more and page else None)
+
     def scan_leads(self):
         return [copy.deepcopy(v) for v in self.items.values() if v.email and not v.merged_into]
 

@@ -68,6 +68,16 @@ class LeadStore(Protocol):
 
     def first_touch_seconds(self) -> list[float]: ...
 
+    def needs_index(self, lead_id: str) -> bool:
+        """Whether the lead's stored item lacks the list indexes' keys (written before them):
+        the re-score run then writes it once, even with nothing else changed."""
+        ...
+
+    def index_page(self, index: str, partition: str, *, prefix: str | None = None, ascending: bool = False,
+                   start: dict[str, str] | None = None, limit: int = 25) -> tuple[list[str], dict[str, str] | None]:
+        """One page of a list index (domain/listing.py): lead ids in order, and where the next starts."""
+        ...
+
 
 @dataclass
 class Tombstone:

@@ -351,11 +351,24 @@ def _utc(value: datetime | None) -> datetime | None:
 
 @app.get("/v1/leads")
 def find_lead() -> Response[Any]:
-    """The lead of an email address (its id is derived from the address with the
-    deployment's key, so this is one read)."""
-    email = (app.current_event.query_string_parameters or {}).get("email")
-    if not email or not email.strip():
-        raise InvalidInput("email: query parameter email is required", field="email")
+    """With `email`: the lead of that address (its id is derived from the address with the
+    deployment's key, so this is one read). Without: a page of leads, newest first, from an
+    index (never a table scan), filtered by `stage`, `owner`, first-touch `source` and a
+    search `q` (a prefix of the email, name either way round, company or email domain);
+    `next_cursor` continues the list."""
+    params = app.current_event.query_string_parameters or {}
+    if "email" not in params:
+        from leadflow.domain.listing import parse_list_query
+
+        query = parse_list_query(params)
+        cursor = params.get("cursor")
+        return _json(200, container.lister().page(query, cursor.strip() if cursor else None))
+    email = params["email"]
+    if set(params) != {"email"}:
+        other = sorted(set(params) - {"email"})[0]
+        raise InvalidInput(f"{other}: email finds one lead; leave the list's parameters out", field=other)
+    if not email.strip():
+        raise InvalidInput("email: give the lead's address, or leave email out to list leads", field="email")
     try:
         email = valid_email(email)
     except ValueError as exc:

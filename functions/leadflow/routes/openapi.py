@@ -120,6 +120,31 @@ class LeadView(_Answer):
     updated_at: str
 
 
+class LeadSummary(_Answer):
+    """A lead as a list shows it (scores decayed to now)."""
+
+    lead_id: str
+    email: str | None
+    name: str | None
+    company: str | None
+    stage: str
+    stage_entered_at: str
+    score: float
+    fit_grade: str
+    engagement_score: float
+    disqualified: bool
+    owner: str | None
+    source: str = Field(description='first-touch source ("direct" when the first touch named none)')
+    created_at: str
+    updated_at: str
+
+
+class LeadPage(_Answer):
+    items: list[LeadSummary]
+    next_cursor: str | None = Field(description="pass as `cursor` with the same filters for the next page; "
+                                                "null at the end (a page may be short while this is set)")
+
+
 class FeedbackAnswer(LeadView):
     move: Move = Field(description="the move the action made")
 
@@ -279,8 +304,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Import rows of an export; each row is applied or rejected on its own", "leads", ImportAnswer,
         (400, 413, 422, *_AUTH), body=ImportBody),
     ("get", "/v1/leads"): Operation(
-        "Find a lead by email", "leads", LeadView, (404, 422, *_AUTH),
-        query=(("email", True, "the lead's email address (any case; compatibility forms are normalised)"),)),
+        "List leads (filtered, searched, paged), or find one by email", "leads",
+        {"oneOf": [LeadPage, LeadView]}, (404, 422, *_AUTH),
+        query=(("email", False, "find one lead by its address: the answer is that lead (no other parameter)"),
+               ("stage", False, "only leads now in this stage"),
+               ("owner", False, "only leads this rep owns"),
+               ("source", False, 'only leads whose first touch came from this source ("direct": none named)'),
+               ("q", False, "search: a prefix (2 characters or more) of the email, the name either way round, "
+                            "the company or the email domain; case and accents do not matter"),
+               ("sort", False, "newest (default) or oldest: by creation, or by stage entry with `stage`; "
+                               "not with `q` (ordered by the matched value)"),
+               ("limit", False, "leads per page, 1 to 100 (25)"),
+               ("cursor", False, "the previous page's next_cursor"))),
     ("get", "/v1/leads/{lead_id}"): Operation(
         "A lead: traits, stage, scores decayed to now and explained, history", "leads", LeadView, (404, *_AUTH)),
     ("post", "/v1/leads/{lead_id}/feedback"): Operation(

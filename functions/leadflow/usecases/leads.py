@@ -254,6 +254,30 @@ class LeadService:
             "updated_at": lead.updated_at.isoformat(),
         }
 
+    def summary(self, lead: Lead) -> dict[str, Any]:
+        """A lead as a list shows it: who, where it stands, its scores decayed to now."""
+        from leadflow.domain.listing import source_of
+
+        card = score_lead(lead, self.rules, self.clock())
+        traits = lead.traits or {}
+        name = " ".join(str(traits[k]) for k in ("first_name", "last_name") if traits.get(k))
+        return {
+            "lead_id": lead.lead_id,
+            "email": lead.email,
+            "name": name or None,
+            "company": traits.get("company"),
+            "stage": lead.stage,
+            "stage_entered_at": lead.stage_entered_at.isoformat(),
+            "score": card.score,
+            "fit_grade": card.fit_grade,
+            "engagement_score": card.engagement_score,
+            "disqualified": lead.disqualified,
+            "owner": lead.owner,
+            "source": source_of(lead),
+            "created_at": lead.created_at.isoformat(),
+            "updated_at": lead.updated_at.isoformat(),
+        }
+
     def act(self, lead_id: str, action: str, *, reason: str | None, by: str | None) -> Applied:
         def attempt(_conflict: VersionConflict | None) -> Applied:
             lead = self.get(lead_id)
@@ -337,7 +361,7 @@ class LeadService:
             outcome = refresh(current, rules, self.clock(), events)
             new = outcome.lead
             self._assign(new, outcome.moves, {})
-            if not outcome.moves and _same_figures(new, current):
+            if not outcome.moves and _same_figures(new, current) and not self.store.needs_index(current.lead_id):
                 return Applied(current, [], True)
             if not announce:
                 for move in outcome.moves:

@@ -1,5 +1,7 @@
 """Pure key builders for the single table."""
 
+from leadflow.domain.listing import stage_partition
+
 LEAD_SK = "LEAD"
 # The tombstone an erasure leaves beside the lead's key (PK = LEAD#<id>): when, and the
 # erasure's own delivery record (the CRM deletes). No address, no name: the id only.
@@ -15,7 +17,7 @@ def event_sk(received_at_iso: str, event_id: str) -> str:
 
 
 def stage_gsi_pk(stage: str) -> str:
-    return f"STAGE#{stage}"
+    return stage_partition(stage)
 
 
 def stage_gsi_sk(entered_at_iso: str, lead_id: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator
 from leadflow.adapters.dynamodb.keys import ERASED_SK, LEAD_SK, counter_pk, event_sk, lead_pk, stage_gsi_pk, stage_gsi_sk
 from leadflow.domain.events import AppliedEvent
 from leadflow.domain.lead import Lead
+from leadflow.domain.listing import INDEXES, index_keys
 from leadflow.domain.ports import LeadChange, Tombstone, VersionConflict
 
 def to_plain(value: Any) -> Any:
@@ -71,6 +72,7 @@ def lead_to_item(lead: Lead) -> dict:
     if lead.known and not lead.merged_into:
         item["GSI1PK"] = stage_gsi_pk(lead.stage)
         item["GSI1SK"] = stage_gsi_sk(lead.stage_entered_at.isoformat(), lead.lead_id)
+        item.update(index_keys(lead))  # the lead lists' indexes (domain/listing.py)
     return item
 
 
@@ -104,7 +106,7 @@ def lead_change(event_name: str, keys: dict[str, Any], new_image: dict[str, Any]
                       applied=applied_events(new_image or {}))
 
 
-_META = ("PK", "SK", "GSI1PK", "GSI1SK", "kind", "ttl")
+_META = ("PK", "SK", *(name for keys in INDEXES.values() for name in keys), "kind", "ttl")
 # Receipt fields that are a CRM's own id of the person's record (HubSpot's contact, the
 # Salesforce Lead): kept in the tombstone for the CRM deletes, nothing else of a receipt.
 RECORD_ID_KEYS = ("contact_id", "salesforce_id")
@@ -199,6 +201,7 @@ class DynamoLeadStore(DynamoTable):
                 raise
             old = exc.response.get("Item")
             raise VersionConflict(item_to_lead(self._plain(old)) if old else None) from None
+        self._unindexed.discard(lead.lead_id)
         return new
 
     def _query_pk(self, lead_id: str, prefix: str | None = None, keys_only: bool = False) -> Iterator[dict]:
@@ -398,7 +401,21 @@ class DynamoLeadStore(DynamoTable):
             kwargs["Limit"] = limit
         self._count("Scan")
         resp = self.client.scan(**kwargs)
-        return [item_to_lead(self._plain(it)) for it in resp.get("Items", [])], resp.get("LastEvaluatedKey")
+        leads = []
+        for it in resp.get("Items", []):
+            lead = item_to_lead(self._plain(it))
+            if "GSI2PK" not in it:  # written before the list indexes: the run writes it once
+                self._unindexed.add(lead.lead_id)
+            leads.append(lead)
+        return leads, resp.get("LastEvaluatedKey")
+
+    @cached_property
+    def _unindexed(self) -> set[str]:
+        return set()
+
+    def needs_index(self, lead_id: str) -> bool:
+        """Whether a scan found this lead's item without the list indexes' keys."""
+        return lead_id in self._unindexed
 
     def item_count(self) -> int:
         """The table's item count as DynamoDB last computed it (about every six hours)."""
@@ -428,6 +445,27 @@ class DynamoLeadStore(DynamoTable):
             if "LastEvaluatedKey" not in resp:
                 return total
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def index_page(self, index: str, partition: str, *, prefix: str | None = None, ascending: bool = False,
+                   start: dict[str, str] | None = None, limit: int = 25) -> tuple[list[str], dict[str, str] | None]:
+        """One page of a list index (keys only): lead ids in the index's order, and the key
+        to resume from (None at the end). ``prefix`` narrows the sort key (a search)."""
+        pk, sk = INDEXES[index]
+        values: dict[str, Any] = {":pk": {"S": partition}}
+        condition = f"{pk} = :pk"
+        if prefix:
+            condition += f" AND begins_with({sk}, :prefix)"
+            values[":prefix"] = {"S": prefix}
+        kwargs: dict[str, Any] = {"TableName": self.table_name, "IndexName": index, "Limit": limit,
+                                  "KeyConditionExpression": condition, "ExpressionAttributeValues": values,
+                                  "ScanIndexForward": ascending}
+        if start:
+            kwargs["ExclusiveStartKey"] = {name: {"S": value} for name, value in start.items()}
+        self._count("Query")
+        resp = self.client.query(**kwargs)
+        ids = [item["PK"]["S"].split("#", 1)[1] for item in resp.get("Items", [])]
+        last = resp.get("LastEvaluatedKey")
+        return ids, ({name: value["S"] for name, value in last.items()} if last else None)
 
     def leads_in_stage(self, stage: str, entered_before: str | None = None) -> Iterator[Lead]:
         """Leads now in `stage` (that entered it before `entered_before`, ISO), by the stage
