@@ -232,22 +232,29 @@ def test_leads_table_keys_are_string_pk_hash_and_sk_range(template):
         {"AttributeName": "SK", "KeyType": "RANGE"},
     ]
     types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
-    assert types == {"PK": "S", "SK": "S", "GSI1PK": "S", "GSI1SK": "S"}
+    from leadflow.domain.listing import INDEXES
+
+    assert types == {"PK": "S", "SK": "S", **{name: "S" for keys in INDEXES.values() for name in keys}}
     assert props["BillingMode"] == "PAY_PER_REQUEST"
 
 
-def test_leads_table_gsi1_has_string_keys_and_keys_only_projection(template):
+def test_leads_table_indexes_are_the_domains_with_string_keys_and_keys_only_projection(template):
+    """GSI1 (stage, the funnel's) and the lead lists' indexes, exactly as domain/listing.py keys
+    them: keys only, so a lead write that changes no index key writes no index."""
+    from leadflow.domain.listing import INDEXES
+
     indexes = table_properties(template)["GlobalSecondaryIndexes"]
 
     assert indexes == [
         {
-            "IndexName": "GSI1",
+            "IndexName": name,
             "KeySchema": [
-                {"AttributeName": "GSI1PK", "KeyType": "HASH"},
-                {"AttributeName": "GSI1SK", "KeyType": "RANGE"},
+                {"AttributeName": pk, "KeyType": "HASH"},
+                {"AttributeName": sk, "KeyType": "RANGE"},
             ],
             "Projection": {"ProjectionType": "KEYS_ONLY"},
         }
+        for name, (pk, sk) in INDEXES.items()
     ]
 
 

@@ -556,9 +556,9 @@ def test_tables_created_from_template_leads_table_match_its_definition(make_stac
     assert {k["AttributeName"]: k["KeyType"] for k in table["KeySchema"]} == {
         k["AttributeName"]: k["KeyType"] for k in table_properties["KeySchema"]
     }
-    (gsi,) = table["GlobalSecondaryIndexes"]
-    assert gsi["IndexName"] == "GSI1"
-    assert gsi["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    indexes = {gsi["IndexName"]: gsi for gsi in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {gsi["IndexName"] for gsi in table_properties["GlobalSecondaryIndexes"]}
+    assert all(gsi["Projection"]["ProjectionType"] == "KEYS_ONLY" for gsi in indexes.values())
     assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     assert ttl == {"AttributeName": "ttl", "TimeToLiveStatus": "ENABLED"}
