@@ -551,6 +551,7 @@ def api_events(sendgrid_private_key: str) -> list:
         ("GET /healthz", http_event("GET", "/healthz")),
         ("GET /openapi.json", http_event("GET", "/openapi.json")),  # the document's models, built lazily
         ("GET /docs/swagger-ui-bundle.js", http_event("GET", "/docs/swagger-ui-bundle.js")),  # kept by prune
+        ("GET /console/login", http_event("GET", "/console/login")),  # Jinja2 and MarkupSafe, from the artifact
         ("POST /v1/webhooks/slack", http_event("POST", "/v1/webhooks/slack", slack_body, {
             "content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": stamp,
             "x-slack-signature": slack_sig})),
@@ -609,6 +610,7 @@ def lambda_env(dead: str, sendgrid_public_key: str, *, tracing: bool) -> dict[st
         POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_TRACE_DISABLED="false" if tracing else "true",
         PYTHONTZPATH="",  # no system time zone database: only what the artifact ships
         LEADFLOW_TABLE="leadflow-artifact", LEADFLOW_LEAD_ID_KEY=TEST_LEAD_ID_KEY,
+        LEADFLOW_API_KEY="artifact-api-key-0123456789abcdef",  # the console's login page renders
         LEADFLOW_SLACK_WEBHOOK_URL=f"{dead}/services/T/B/x", LEADFLOW_SES_FROM="alerts@acme.example",
         LEADFLOW_CRM_WEBHOOK_URL=f"{dead}/crm", LEADFLOW_CRM_WEBHOOK_SECRET=GENERIC_SECRET,
         LEADFLOW_HUBSPOT_TOKEN="pat-artifact", LEADFLOW_HUBSPOT_BASE_URL=dead,
@@ -702,7 +704,7 @@ def tracing_run(runtime_dir, inputs, tmp_path_factory) -> tuple[dict, Path]:
 # (proof the exercise reached them), by top-level name.
 REACHED = {
     "ApiFunction": {"aws_lambda_powertools", "pydantic", "pydantic_core", "yaml", "tzdata", "slack_sdk",
-                    "standardwebhooks", "cryptography"},
+                    "standardwebhooks", "cryptography", "jinja2", "markupsafe"},
     "EventLogFunction": {"aws_lambda_powertools", "pydantic", "pydantic_core"},
     "HandoffFunction": {"aws_lambda_powertools", "pydantic", "yaml", "tzdata", "standardwebhooks"},
     "HandoffRetryFunction": {"aws_lambda_powertools", "pydantic", "yaml", "tzdata", "standardwebhooks"},
@@ -746,7 +748,8 @@ def run_problems(function: str, result: dict, artifact: Path, runtime_dir: Path)
         # Slack's signature verified (nothing to do); SendGrid's ECDSA and Standard Webhooks
         # verified and the events mapped, then DynamoDB is out of reach.
         found += [f"{n}: {str(steps.get(n, {}).get('value'))[:300]}"
-                  for n in ("GET /healthz", "POST /v1/webhooks/slack", "GET /openapi.json", "GET /docs/swagger-ui-bundle.js")
+                  for n in ("GET /healthz", "POST /v1/webhooks/slack", "GET /openapi.json",
+                            "GET /docs/swagger-ui-bundle.js", "GET /console/login")
                   if (steps.get(n, {}).get("value") or {}).get("statusCode") != 200]
         expected = {"POST /v1/webhooks/sendgrid": ENDPOINT, "POST /v1/webhooks/generic": ENDPOINT}
     elif function == "JobsFunction":

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from leadflow import container
 from leadflow.domain.forms import is_bot, to_event, trapped
 from leadflow.routes.forms import THANK_YOU_PAGE, parse_form_body, wants_html
+from leadflow.routes import console
 from leadflow.routes.webhooks import raw_body
 from leadflow.domain.errors import (
     BadRequest, InvalidInput, LeadflowError, Misconfigured, NotFound, PayloadTooLarge, Unauthorized,
@@ -25,6 +26,7 @@ from leadflow.observability import add, logger, mask_email
 from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, running_in_aws, settings
 
 app = APIGatewayHttpResolver()
+app.include_router(console.router)  # /console: HTML pages with their own login (routes/console.py)
 MAX_EVENTS_PER_DELIVERY = 100
 
 

@@ -1,0 +1,507 @@
+"""The console: HTML pages for marketing and sales, served by the API function itself
+(`leadflow serve` locally, the same function and HTTP API in AWS: nothing else to host).
+
+Pages are rendered on the server with Jinja2, autoescaping every value: traits, names and
+form fields come from anyone who can post a form, so no value is ever written into a page
+unescaped. The pages use no JavaScript; the stylesheet is served from the function.
+Jinja2 is imported on the first console request only: the API's cold start on
+`/v1/events` does not pay for it.
+
+Authentication: the API key, exchanged once for a session cookie.
+A browser cannot send `Authorization: Bearer` when it follows a link, and the deployment
+already has exactly one secret that stands for "may read and act on leads": the API key
+`/v1` requires. So `/console/login` asks for that key (compared in constant time) and
+answers with a cookie that is not the key but a token signed (HMAC-SHA256) with a key
+derived from it: the key never travels again nor sits in the browser, and rotating the
+API key invalidates every session. The cookie is HttpOnly, SameSite=Strict, Path=/console,
+Secure when the request came over https, and expires after SESSION_HOURS. A page without
+a valid session redirects (303) to the login page. Every POST also carries a CSRF token
+derived from the session (checked in constant time): SameSite is a browser's courtesy,
+not a guarantee. Without an API key outside AWS (`leadflow serve` with an open API) the
+console is open too, and says so; in AWS without a key it answers 503, as `/v1` does.
+Nothing here logs the key, the cookie or a person's data.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.shared.cookies import Cookie, SameSite
+from pydantic import BaseModel, ConfigDict, Field
+
+from leadflow import container
+from leadflow.domain.errors import InvalidInput, LeadflowError, Misconfigured, NotFound, UnsupportedMediaType
+from leadflow.domain.events import Identity, Text, validated
+from leadflow.observability import logger
+from leadflow.routes.forms import media_type, parse_form_body
+from leadflow.routes.webhooks import raw_body
+from leadflow.settings import running_in_aws, settings
+
+router = Router()
+
+CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"  # templates/ and assets/
+COOKIE = "leadflow_console"
+COOKIE_PATH = "/console"
+SESSION_HOURS = 12
+SESSION_SECONDS = SESSION_HOURS * 3600
+MAX_TRAIL = 20  # "newer" pages remembered in the list's URL
+MAX_EVENTS_SHOWN = 50
+LEAD_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+CURSOR = re.compile(r"[A-Za-z0-9_-]{1,4000}")
+ASSETS = {"console.css": "text/css; charset=utf-8"}
+
+# What an HTML answer may do: its own stylesheet and forms posting to itself; no script,
+# no frame, no other origin.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+# A secret for sessions of an open console (no API key, outside AWS only): per process,
+# which is all `leadflow serve` runs the API in; a restart starts new sessions.
+_OPEN_SECRET = secrets.token_bytes(32)
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@dataclass(frozen=True)
+class Session:
+    sid: str
+    expires: int
+    secret: bytes
+    fresh: bool = False  # issued by this request: the answer sets the cookie
+
+    @property
+    def csrf(self) -> str:
+        return _mac(self.secret, f"csrf|{self.sid}")
+
+
+def session_secret(api_key: str | None) -> bytes:
+    """The key sessions are signed with: derived from the API key (a new key, new
+    sessions), never the key itself."""
+    if not api_key:
+        return _OPEN_SECRET
+    return hmac.new(api_key.encode("utf-8"), b"leadflow console session v1", hashlib.sha256).digest()
+
+
+def _mac(secret: bytes, text: str) -> str:
+    digest = hmac.new(secret, text.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def issue(secret: bytes, now: float) -> Session:
+    sid = secrets.token_urlsafe(18)
+    return Session(sid=sid, expires=int(now) + SESSION_SECONDS, secret=secret, fresh=True)
+
+
+def token(session: Session) -> str:
+    """The cookie's value: `<expiry>.<session id>.<signature>`."""
+    body = f"{session.expires}.{session.sid}"
+    return f"{body}.{_mac(session.secret, 'session|' + body)}"
+
+
+def read_token(secret: bytes, value: str | None, now: float) -> Session | None:
+    """The session a cookie value holds, or None when it is malformed, forged or expired."""
+    if not value or len(value) > 200:
+        return None
+    parts = value.split(".")
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    expires, sid, given = int(parts[0]), parts[1], parts[2]
+    if not hmac.compare_digest(given.encode("ascii", "replace"),
+                               _mac(secret, f"session|{expires}.{sid}").encode("ascii")):
+        return None
+    if not now < expires <= now + SESSION_SECONDS + 60:
+        return None
+    return Session(sid=sid, expires=expires, secret=secret)
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response):
+        self.response = response
+
+
+def _api_key() -> str | None:
+    """The API key, or a 503 page when none can be had in AWS (as `/v1` answers)."""
+    try:
+        key = settings().api_key
+    except Exception:  # noqa: BLE001 - SSM or Secrets Manager unreachable, or not allowed
+        logger.exception("api_key.unreadable")  # names the failure, never a value
+        raise _Refused(_error_page(Misconfigured("the API key could not be read; the console is closed until it can")))
+    if not key and running_in_aws():
+        logger.error("api_key.missing")
+        raise _Refused(_error_page(Misconfigured("no API key is configured (LEADFLOW_API_KEY): a deployed console "
+                                                 "never shows leads to anyone who asks")))
+    return key or None
+
+
+def _cookie_value() -> str | None:
+    event = router.current_event.raw_event
+    found = None
+    for raw in event.get("cookies") or []:
+        name, _, value = raw.partition("=")
+        if name.strip() == COOKIE:
+            found = value.strip()
+    return found
+
+
+def _session() -> tuple[Session, bool]:
+    """The request's session and whether the console is open (no key). Without a valid
+    session: a fresh one when open, else a redirect to the login page."""
+    key = _api_key()
+    secret = session_secret(key)
+    now = time.time()
+    session = read_token(secret, _cookie_value(), now)
+    if session is not None:
+        return session, key is None
+    if key is None:
+        return issue(secret, now), True
+    back = _here() if router.current_event.http_method == "GET" else _here().split("?")[0].removesuffix("/actions")
+    raise _Refused(_redirect("/console/login" + _query({"next": back})))
+
+
+def _check_csrf(session: Session, form: dict[str, str]) -> None:
+    given = form.get("csrf") or ""
+    if session.fresh or not hmac.compare_digest(given.encode("utf-8", "replace"), session.csrf.encode("ascii")):
+        logger.warning("console.csrf_refused")
+        raise _Refused(_error_page(_Forbidden("this form has expired or did not come from the console; "
+                                              "reload the page and try again")))
+
+
+class _Forbidden(LeadflowError):
+    status = 403
+    code = "forbidden"
+
+
+def _https() -> bool:
+    headers = {k.lower(): v for k, v in (router.current_event.raw_event.get("headers") or {}).items()}
+    return headers.get("x-forwarded-proto", "").split(",")[0].strip().lower() == "https"
+
+
+def _session_cookie(session: Session) -> Cookie:
+    return Cookie(COOKIE, token(session), path=COOKIE_PATH, secure=_https(), http_only=True,
+                  max_age=SESSION_SECONDS, same_site=SameSite.STRICT_MODE)
+
+
+def _cleared_cookie() -> Cookie:
+    return Cookie(COOKIE, "", path=COOKIE_PATH, secure=_https(), http_only=True, max_age=0,
+                  same_site=SameSite.STRICT_MODE)
+
+
+# ---------------------------------------------------------------- answers
+
+
+def _page(template: str, status: int = 200, *, session: Session | None = None, open_console: bool = False,
+          cookies: list[Cookie] | None = None, **values: Any) -> Response[Any]:
+    html = _templates().get_template(template).render(
+        session=session, open_console=open_console, css=_asset_url("console.css"), **values)
+    cookies = list(cookies or [])
+    if session is not None and session.fresh:
+        cookies.append(_session_cookie(session))
+    return Response(status_code=status, content_type="text/html; charset=utf-8", body=html,
+                    headers=dict(PAGE_HEADERS), cookies=cookies)
+
+
+def _error_page(error: LeadflowError, **values: Any) -> Response[Any]:
+    return _page("error.html", error.status, error=error, **values)
+
+
+def _redirect(location: str, cookies: list[Cookie] | None = None) -> Response[Any]:
+    return Response(status_code=303, content_type="text/html; charset=utf-8", body="",
+                    headers={"Location": location, "Cache-Control": "no-store"}, cookies=cookies or [])
+
+
+def _query(params: dict[str, Any]) -> str:
+    kept = {k: v for k, v in params.items() if v not in (None, "")}
+    return "?" + urlencode(kept) if kept else ""
+
+
+def _here() -> str:
+    event = router.current_event.raw_event
+    path = event.get("rawPath") or "/console"
+    query = event.get("rawQueryString") or ""
+    return path + ("?" + query if query else "")
+
+
+def _safe_next(value: str | None) -> str:
+    """Where to go after logging in: a console page, never another site."""
+    if value and re.fullmatch(r"/console(/[A-Za-z0-9_.:/-]*)?(\?[^\\\s]*)?", value) and "//" not in value \
+            and ".." not in value:
+        return value
+    return "/console"
+
+
+def _form() -> dict[str, str]:
+    event = router.current_event.raw_event
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    kind = media_type(headers.get("content-type"))
+    if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        raise UnsupportedMediaType("the console's forms post application/x-www-form-urlencoded",
+                                   field="content-type")
+    fields = parse_form_body(raw_body(event), headers.get("content-type", ""))
+    return {k: v for k, v in fields.items() if isinstance(v, str)}
+
+
+def _guarded(handler):
+    """A page behind the session: refusals (login redirect, 403, 503) and domain errors
+    become pages, never a JSON body or a 500."""
+
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except _Refused as refused:
+            return refused.response
+        except LeadflowError as exc:
+            if exc.status >= 500:
+                logger.warning("console.failed", extra={"error": exc.code})
+            return _error_page(exc)
+
+    return run
+
+
+# ---------------------------------------------------------------- rendering
+
+
+@functools.cache
+def _templates():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(CONSOLE_DIR / "templates"), autoescape=select_autoescape(default=True),
+                      undefined=StrictUndefined, auto_reload=False, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(when=_when, duration=_duration, points=_points, value=_value)
+    env.globals.update(lead_url=lambda lead_id: "/console/leads/" + quote(str(lead_id), safe=""),
+                       session_hours=SESSION_HOURS)
+    return env
+
+
+@functools.cache
+def _asset(name: str) -> str:
+    return (CONSOLE_DIR / "assets" / name).read_text("utf-8")
+
+
+@functools.cache
+def _asset_url(name: str) -> str:
+    digest = hashlib.sha256((CONSOLE_DIR / "assets" / name).read_bytes()).hexdigest()[:12]
+    return f"/console/assets/{name}?v={digest}"
+
+
+def _when(value: Any) -> str:
+    if not value:
+        return "—"
+    try:
+        at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(seconds: Any) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h {minutes % 60} min" if hours < 48 else f"{hours // 24} days {hours % 24} h"
+
+
+def _points(value: Any) -> str:
+    number = float(value or 0)
+    text = f"{number:+.1f}".rstrip("0").rstrip(".")
+    return "0" if text in ("+0", "-0") else text
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    if value is None:
+        return "—"
+    return str(value)
+
+
+# ---------------------------------------------------------------- routes
+
+
+@router.get("/console/assets/<name>", include_in_schema=False)
+def console_asset(name: str) -> Response[Any]:
+    """The stylesheet (open: it holds nothing but layout, and the login page needs it)."""
+    if name not in ASSETS:
+        return _error_page(NotFound(f"no asset {name!r}", field="asset"))
+    return Response(status_code=200, content_type=ASSETS[name], body=_asset(name),
+                    headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/console/login", include_in_schema=False)
+@_guarded
+def login_page() -> Response[Any]:
+    params = router.current_event.query_string_parameters or {}
+    key = _api_key()
+    if key is None:
+        return _redirect("/console")
+    if read_token(session_secret(key), _cookie_value(), time.time()) is not None:
+        return _redirect(_safe_next(params.get("next")))
+    return _page("login.html", next=_safe_next(params.get("next")), message=None)
+
+
+@router.post("/console/login", include_in_schema=False)
+@_guarded
+def login() -> Response[Any]:
+    key = _api_key()
+    if key is None:
+        return _redirect("/console")
+    form = _form()
+    target = _safe_next(form.get("next"))
+    given = (form.get("key") or "").strip()
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), key.encode("utf-8")):
+        logger.info("console.login_refused")
+        return _page("login.html", 401, next=target, message="That is not this deployment's API key.")
+    logger.info("console.login")
+    session = issue(session_secret(key), time.time())
+    return _redirect(target, cookies=[_session_cookie(session)])
+
+
+@router.route("/console/logout", ["GET", "POST"], include_in_schema=False)
+def logout() -> Response[Any]:
+    """Ends the session in this browser. Not CSRF-checked: its only effect is logging out."""
+    return _redirect("/console/login", cookies=[_cleared_cookie()])
+
+
+@router.get("/console/", include_in_schema=False)
+def console_slash() -> Response[Any]:
+    return _redirect("/console")
+
+
+@router.get("/console", include_in_schema=False)
+@_guarded
+def lead_list() -> Response[Any]:
+    from leadflow.domain.listing import parse_list_query
+    from leadflow.domain.stages import STAGES
+
+    session, open_console = _session()
+    params = {k: v for k, v in (router.current_event.query_string_parameters or {}).items() if v.strip()}
+    filters = {k: params[k] for k in ("stage", "owner", "source", "q", "sort", "limit") if k in params}
+    cursor = params.get("cursor")
+    trail = [c for c in params.get("back", "").split(".") if c][-MAX_TRAIL:]
+    if not all(c == "0" or CURSOR.fullmatch(c) for c in trail):
+        trail = []
+    page, error, status = {"items": [], "next_cursor": None}, None, 200
+    try:
+        query = parse_list_query(filters)
+        if cursor is not None and not CURSOR.fullmatch(cursor):
+            raise InvalidInput("cursor: not a cursor of this list", field="cursor")
+        page = container.lister().page(query, cursor)
+    except InvalidInput as exc:
+        error, status = exc, exc.status
+    older = newer = None
+    if page["next_cursor"]:
+        older = "/console" + _query({**filters, "cursor": page["next_cursor"], "back": ".".join([*trail, cursor or "0"])})
+    if cursor:
+        previous = trail[-1] if trail else "0"
+        newer = "/console" + _query({**filters, "cursor": None if previous == "0" else previous,
+                                     "back": ".".join(trail[:-1])})
+    return _page("leads.html", status, session=session, open_console=open_console, filters=filters,
+                 stages=STAGES, items=page["items"], error=error, older=older, newer=newer,
+                 first="/console" + _query(filters) if cursor else None)
+
+
+def _lead_page(lead_id: str, session: Session, open_console: bool, *, status: int = 200,
+               error: LeadflowError | None = None, done: str | None = None, form: dict[str, str] | None = None):
+    from leadflow.domain.lifecycle import ACTIONS, check_action
+
+    if not LEAD_ID.fullmatch(lead_id):
+        raise NotFound(f"no lead {lead_id}", field="lead_id")
+    svc = container.service()
+    lead = svc.get(lead_id)
+    view = svc.view(lead)
+    actions = []
+    for name, action in ACTIONS.items():
+        try:
+            check_action(lead, name, "reason")
+        except LeadflowError:
+            continue
+        actions.append({"name": name, "needs_reason": action.requires_reason})
+    timeline = [{"kind": "move", "at": m["at"], "move": m} for m in view["history"]]
+    events = sorted(svc.event_log(lead), key=lambda e: e.occurred_at, reverse=True)
+    timeline += [{"kind": "event", "at": e.occurred_at.isoformat(), "event": e.model_dump(mode="json")}
+                 for e in events[:MAX_EVENTS_SHOWN]]
+    timeline.sort(key=lambda entry: _when_key(entry["at"]), reverse=True)
+    traits = view["traits"] or {}
+    name = " ".join(str(traits[k]) for k in ("first_name", "last_name") if traits.get(k))
+    return _page("lead.html", status, session=session, open_console=open_console, lead=view, name=name,
+                 actions=actions, timeline=timeline, events_total=len(events), events_shown=MAX_EVENTS_SHOWN,
+                 error=error, done=done if done in ACTIONS else None, form=form or {})
+
+
+def _when_key(value: str) -> float:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+@router.get("/console/leads/<lead_id>", include_in_schema=False)
+@_guarded
+def lead_page(lead_id: str) -> Response[Any]:
+    session, open_console = _session()
+    params = router.current_event.query_string_parameters or {}
+    return _lead_page(lead_id, session, open_console, done=params.get("done"))
+
+
+@router.post("/console/leads/<lead_id>/actions", include_in_schema=False)
+@_guarded
+def lead_action(lead_id: str) -> Response[Any]:
+    """A sales action from the lead page's form, as `POST /v1/leads/{id}/feedback` takes it.
+    Done: back to the lead page (303, so a reload does not post again). Refused by the
+    lifecycle (or a missing reason): the lead page again, saying why."""
+    session, open_console = _session()
+    form = _form()
+    _check_csrf(session, form)
+    if not LEAD_ID.fullmatch(lead_id):
+        raise NotFound(f"no lead {lead_id}", field="lead_id")
+    try:
+        action = _validated_action(form)
+        container.service().act(lead_id, action.action, reason=action.reason, by=action.by or "console")
+    except NotFound:
+        raise
+    except LeadflowError as exc:
+        return _lead_page(lead_id, session, open_console, status=exc.status, error=exc, form=form)
+    logger.info("lead.feedback", extra={"lead_id": lead_id, "action": action.action, "via": "console"})
+    return _redirect(f"/console/leads/{quote(lead_id, safe='')}?done={quote(action.action)}")
+
+
+class ConsoleAction(BaseModel):
+    """The lead page's action form: the fields `POST /v1/leads/{id}/feedback` takes."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    action: Identity = Field(min_length=1, max_length=40)
+    reason: Text | None = Field(default=None, max_length=200)
+    by: Text | None = Field(default=None, max_length=200)
+
+
+def _validated_action(form: dict[str, str]) -> ConsoleAction:
+    fields = {k: v for k, v in form.items() if k in ("action", "reason", "by") and v.strip()}
+    return validated(ConsoleAction, fields, what="the form")

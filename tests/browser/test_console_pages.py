@@ -1,0 +1,88 @@
+"""The console in a real browser, as a rep uses it: log in with the API key, find a lead
+by a name prefix, open it, read why it scored, accept it and move it on, and see the lead
+page follow. Every page and asset comes from the stack itself; the pages run no script."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from tests.browser.conftest import SCREENSHOTS
+from tests.e2e.conftest import API_KEY
+
+BUYER = {"first_name": "Quinlan", "last_name": "Browserby", "company": "Consolecraft", "company_size": 40,
+         "budget": "yes", "authority": "decision_maker", "need": "x", "timeline": "this_quarter"}
+
+
+def test_a_rep_logs_in_finds_a_lead_reads_why_and_accepts_it(page, page_log, stack, expect):
+    status, posted = stack.post("/v1/events", {
+        "type": "form_submitted", "email": "quinlan@consolecraft.example",
+        "occurred_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "properties": {"form_kind": "demo_request"}, "traits": BUYER})
+    assert status == 200 and posted["stage"] == "sql", posted
+    status, lead = stack.get(f"/v1/leads/{posted['lead_id']}")
+    assert status == 200
+
+    # Not logged in: the console sends the browser to its login page; a wrong key is refused.
+    page.goto("/console")
+    expect(page).to_have_url(re.compile(r"/console/login\?next="))
+    page.fill("input[name=key]", "not-the-key")
+    page.click("button[type=submit]")
+    expect(page.locator(".alert")).to_contain_text("not this deployment's API key")
+    page.fill("input[name=key]", API_KEY)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/console$"))
+    expect(page.locator("h1")).to_have_text("Leads")
+
+    # Search by the start of the name; open the lead from its row.
+    page.fill("input[name=q]", "quinl")
+    page.click("form.filters button[type=submit]")
+    expect(page).to_have_url(re.compile(r"[?&]q=quinl"))
+    row = page.locator("table.leads tbody tr", has_text="quinlan@consolecraft.example")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("Consolecraft")
+    expect(row).to_contain_text("sql")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # the list too; the layer keeps the last page
+    page.screenshot(path=str(SCREENSHOTS / "test_console__lead_list.png"), full_page=True)
+    row.get_by_role("link", name="Quinlan Browserby").click()
+
+    # The lead page: the stage, and the score explained in sentences.
+    expect(page.locator("h1")).to_have_text("Quinlan Browserby")
+    expect(page.locator("#stage")).to_have_text("sql")
+    explanation = page.locator("table.explanation")
+    for line in lead["explanation"]:
+        expect(explanation).to_contain_text(line["detail"])
+    expect(page.locator("#first-touch")).to_contain_text("not yet")
+    expect(page.locator(".timeline")).to_contain_text("rule bant_hand_raise on form_submitted")
+
+    # Accept it: the move is on the timeline and the first touch is recorded.
+    page.fill("input[name=by]", "ola@acme.example")
+    page.click("button[value=accept]")
+    expect(page.locator(".notice")).to_have_text("Done: accept.")
+    expect(page.locator(".timeline")).to_contain_text("accept by ola@acme.example")
+    expect(page.locator("#first-touch")).to_contain_text("by ola@acme.example")
+    expect(page.locator("button[value=accept]")).to_have_count(0)
+
+    # A rejection needs a reason: the page says so and nothing moves.
+    page.click("button[value=reject]")
+    expect(page.locator(".alert")).to_contain_text("reject needs a reason")
+    expect(page.locator("#stage")).to_have_text("sql")
+
+    # Move it on: the stage changes and the timeline shows the move.
+    page.click("button[value=opportunity]")
+    expect(page.locator(".notice")).to_have_text("Done: opportunity.")
+    expect(page.locator("#stage")).to_have_text("opportunity")
+    expect(page.locator(".timeline tr.move").first).to_contain_text("sql → opportunity")
+    status, after = stack.get(f"/v1/leads/{posted['lead_id']}")
+    assert status == 200 and after["stage"] == "opportunity"
+    assert [m["cause"]["action"] for m in after["history"][-2:]] == ["accept", "opportunity"]
+
+    # Everything came from the stack: the pages and the one stylesheet, nothing else.
+    asked = {req.split("?")[0].removeprefix(stack.base) for req in page_log.requests}
+    assert "/console/assets/console.css" in asked, asked
+    assert all(path.startswith("/console") for path in asked), asked
+    # Chromium logs a 4xx page as a failed load: exactly the two refusals above, nothing else.
+    refused = [re.search(r"status of (\d+)", e).group(1) if "status of" in e else e for e in page_log.console_errors]
+    assert refused == ["401", "422"], page_log.console_errors
+    page_log.console_errors.clear()
+    page_log.assert_clean()
