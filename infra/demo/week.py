@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -656,14 +657,44 @@ def run() -> int:
             rows = [(p.email, p) for p in script.personas] + [(email, None) for email in script.crowd]
             leads = {email: api.ok("GET", f"/v1/leads/{ids[email]}") for email, _ in rows}
             funnel = api.ok("GET", "/v1/funnel")
+            print_report(rows, leads, funnel, report, started, owners)
+            if keeps_serving():
+                say(f"\nConsole: {stack.url}/console  (this week's leads; the API's page: {stack.url}/docs)")
+                say("The stack serves until Ctrl-C.")
+                serve_until_interrupted()
+            else:
+                say(f"\nConsole: {stack.url}/console served this week's leads while the demo ran; "
+                    "run `make demo` in a terminal to keep it open.")
         except (ApiError, OSError) as exc:
             print(f"demo: {exc}", file=sys.stderr)
             return 2
         finally:
             stack.stop()
-
-    print_report(rows, leads, funnel, report, started, owners)
     return 1 if report.failures else 0
+
+
+def keeps_serving() -> bool:
+    """In a terminal the demo ends by serving its stack, so its console can be opened;
+    piped (CI, a log) it exits. LEADFLOW_DEMO_SERVE=1 or 0 decides instead."""
+    choice = os.environ.get("LEADFLOW_DEMO_SERVE")
+    if choice in ("0", "1"):
+        return choice == "1"
+    return _console.is_terminal and sys.stdin.isatty()
+
+
+def serve_until_interrupted() -> None:
+    """Wait for Ctrl-C (or SIGTERM), then return: the caller stops the stack."""
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("Stopping the demo's stack.")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def report_table(title: str | None = None) -> Table:

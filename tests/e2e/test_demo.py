@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,19 +36,56 @@ PERSONAS = {
 COLOUR_VARIABLES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
 
+@dataclass
+class DemoRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    console: str  # the console's lead list, fetched while the demo kept serving
+
+
 @pytest.fixture(scope="module")
-def demo() -> subprocess.CompletedProcess[str]:
+def demo() -> DemoRun:
+    """The demo as a terminal user runs it (LEADFLOW_DEMO_SERVE=1: it ends by serving its
+    stack): the report, then the console URL it prints, opened, then Ctrl-C."""
     # Importable from the checkout even where the package is not installed.
     path = os.pathsep.join(p for p in (str(REPO / "functions"), str(REPO), os.environ.get("PYTHONPATH")) if p)
     env = {k: v for k, v in os.environ.items() if k not in COLOUR_VARIABLES}
-    return subprocess.run(
-        [sys.executable, "-m", "leadflow_infra.demo"],
-        cwd=REPO,
-        env={**env, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=900,  # a safety net, not a speed test: a loaded 2-core machine is slow
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "leadflow_infra.demo"], cwd=REPO,
+                            env={**env, "PYTHONPATH": path, "LEADFLOW_DEMO_SERVE": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    serving = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("The stack serves until Ctrl-C"):
+                serving.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    console = ""
+    try:
+        # A safety net, not a speed test: a loaded 2-core machine is slow.
+        deadline = time.monotonic() + 900
+        while not serving.wait(1) and proc.poll() is None and time.monotonic() < deadline:
+            pass
+        found = [re.search(r"Console: (http://127\.0\.0\.1:\d+/console)", line) for line in lines]
+        url = next((m.group(1) for m in found if m), None)
+        if serving.is_set() and url:
+            with urllib.request.urlopen(url, timeout=60) as resp:
+                console = resp.read().decode("utf-8")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(10)
+    return DemoRun(proc.returncode, "".join(lines), proc.stderr.read(), console)
 
 
 @pytest.mark.e2e
@@ -53,6 +95,15 @@ def test_demo_exits_cleanly_with_nothing_unexpected(demo):
     assert "local stack on http://127.0.0.1:" in demo.stdout
     assert "Funnel (GET /v1/funnel)" in demo.stdout
     assert "Summary:" in demo.stdout
+
+
+@pytest.mark.e2e
+def test_demo_ends_with_a_console_that_shows_its_leads(demo):
+    assert "The stack serves until Ctrl-C." in demo.stdout and "Stopping the demo's stack." in demo.stdout
+    pattern = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.example"
+    reported = set(re.findall(pattern, demo.stdout))
+    listed = set(re.findall(pattern, demo.console))
+    assert len(listed) >= 20 and listed <= reported, (sorted(listed - reported), demo.console[:2000])
 
 
 def indent(line: str) -> int:
@@ -104,7 +155,7 @@ def test_checks_passed_and_output_stays_readable(demo):
                  "Accept pressed in Slack", "one each", "signed pushes", "SLA watchdog"):
         assert text in flat
     # Tables with a header and a rule each: about a screenful, never a scroll of log lines.
-    assert len(demo.stdout.splitlines()) <= 105
+    assert len(demo.stdout.splitlines()) <= 110
     assert '{"_aws"' not in demo.stdout  # metric documents stay out of the report
     assert "\x1b[" not in demo.stdout  # off a terminal: plain text, no colour codes
     assert not [line for line in demo.stdout.splitlines() if line != line.rstrip()]  # no padding left behind
