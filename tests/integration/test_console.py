@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -425,10 +421,6 @@ def test_the_stylesheet_is_served_with_a_cache_header_and_without_a_session(brow
 
 def test_the_console_is_not_on_the_cold_start_path():
     """The API function loads the template engine on the first console page, never for `/v1`."""
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", "import sys, leadflow.handlers.api; "
-                          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jinja2', 'markupsafe')))"],
-                         capture_output=True, text=True, timeout=60, check=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": str(root / "functions"), "LEADFLOW_TABLE": "t",
-                              "AWS_DEFAULT_REGION": "us-east-1"})
-    assert out.stdout.strip() == "[]", out.stdout
+    from tests.integration.conftest import cold_start_modules
+
+    assert cold_start_modules("jinja2", "markupsafe") == []

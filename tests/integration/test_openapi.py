@@ -173,18 +173,9 @@ def test_with_a_key_the_document_stays_open_and_the_routes_do_not(api, monkeypat
 
 def test_the_document_is_not_on_the_cold_start_path():
     """The API function imports the document's models only when the document is asked for."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.integration.conftest import cold_start_modules
 
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", "import sys, leadflow.handlers.api; "
-                          "print(sorted(m for m in sys.modules if m.startswith('leadflow.routes.openapi')))"],
-                         capture_output=True, text=True, timeout=60, check=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": str(root / "functions"), "LEADFLOW_TABLE": "t",
-                              "AWS_DEFAULT_REGION": "us-east-1"})
-    assert out.stdout.strip() == "[]", out.stdout
+    assert cold_start_modules("leadflow.routes.openapi") == []
 
 
 def test_the_docs_page_and_its_assets_are_served_by_the_function(aws):
