@@ -442,7 +442,7 @@ def test_queries_equal_moto_as_the_table_changes(monkeypatch, range_key):
         for key in keys:
             client.put_item(TableName=QUERY_TABLE, Item=_query_item(rng, key))
         seen = {"paged": 0, "limited": 0, "empty": 0, "reversed": 0}
-        for _ in range(4):
+        for _ in range(3):
             for _ in range(32):
                 kwargs = _random_query(rng, keys, range_key=range_key)
                 pages = _query_both(client, monkeypatch, kwargs)
