@@ -9,9 +9,9 @@ One process, moto in-process (``mock_aws``) with the local stack's patches
 ``template_table_properties``). Measured through the store the API uses
 (``DynamoLeadStore``), with a boto3 client:
 
-- **page**: ``index_page('GSI2', 'LEADS', limit=25)``, the first page of the console's
-  lead list (GSI2 is keys-only; its one partition ``LEADS`` holds every lead, sort key
-  ``<created_at>#<lead_id>``), newest first; **page 2** resumes from its key;
+- **page**: ``index_page('GSI2', 'L', limit=25)``, the first page of the console's
+  lead list (GSI2 is keys-only; its one partition ``L`` holds every lead, sort key
+  ``<created_at, epoch milliseconds>``), newest first; **page 2** resumes from its key;
 - **search**: the same index narrowed by a sort-key prefix (``begins_with``) that no lead
   has, the worst case for a range condition (nothing to return, the whole partition
   after the bound);
@@ -96,25 +96,25 @@ def measure(n: int, before: bool, repeats: int) -> dict[str, Any]:
                 table.put_item(item)
         row["load_s"] = time.perf_counter() - started
         store = DynamoLeadStore(TABLE, client)
-        newest = max(items, key=lambda item: item["GSI2SK"]["S"])
+        newest = max(items, key=lambda item: item["LC"]["S"])
         moved = {"PK": newest["PK"], "SK": newest["SK"]}
         clock = iter(range(10**6))
 
         def page() -> Any:
-            return store.index_page("GSI2", "LEADS", limit=25)
+            return store.index_page("GSI2", "L", limit=25)
 
         def page_two() -> Any:
-            return store.index_page("GSI2", "LEADS", limit=25, start=first[1])
+            return store.index_page("GSI2", "L", limit=25, start=first[1])
 
         def search() -> Any:
-            return store.index_page("GSI2", "LEADS", prefix="0000-", limit=25)
+            return store.index_page("GSI2", "L", prefix="x", limit=25)
 
         def count() -> int:
             return store.count_stage("lead")
 
         def write_and_page() -> Any:
-            client.update_item(TableName=TABLE, Key=moved, UpdateExpression="SET GSI2SK = :s",
-                               ExpressionAttributeValues={":s": {"S": f"2000-01-01T00:00:{next(clock):06d}#x"}})
+            client.update_item(TableName=TABLE, Key=moved, UpdateExpression="SET LC = :s",
+                               ExpressionAttributeValues={":s": {"S": f"{946684800000 + next(clock):013d}"}})
             return page()
 
         first_s, first = _timed(page, 1)

@@ -86,7 +86,7 @@ class MemoryStore:
             for lead in self.items.values():
                 if not lead.known or lead.merged_into:
                     continue
-                keys = {**index_keys(lead), "GSI1PK": stage_partition(lead.stage),
+                keys = {**index_keys(lead), "email": lead.email, "GSI1PK": stage_partition(lead.stage),
                         "GSI1SK": f"{lead.stage_entered_at.isoformat()}#{lead.lead_id}"}
                 if keys.get(pk) == partition and keys[sk].startswith(prefix or ""):
                     rows.append({"PK": f"LEAD#{lead.lead_id}", "SK": "LEAD", pk: partition, sk: keys[sk]})

@@ -5,7 +5,7 @@ Every list is served by an index, never by scanning the table. A lead item carri
 keys of each index it belongs to (written with the lead's own write; the indexes project
 keys only, so a write that changes none of these keys costs the indexes nothing):
 
-- every known lead, by creation time (``LEADS``);
+- every known lead, by creation time;
 - by stage, by the time it entered the stage (the funnel's index);
 - by owner, and by first-touch source, by creation time;
 - for search, by its email, its name ("first last" and "last first"), its company and its
@@ -39,19 +39,27 @@ MIN_QUERY = 2
 SORTS = ("newest", "oldest")
 
 # index name -> (partition attribute, sort attribute). The names are the template's.
+# Every lead write carries these attributes, and an item's size (names included) is what
+# each write bills, by the KB: they are kept short. The three list indexes share one sort
+# attribute; the email index sorts on the lead's own `email`; a search index's partition is
+# its value's first two characters, its sort key the value itself (DynamoDB orders equal
+# sort keys by the table's key, which a page's last key carries).
 INDEXES: dict[str, tuple[str, str]] = {
-    "GSI1": ("GSI1PK", "GSI1SK"),  # stage
-    "GSI2": ("GSI2PK", "GSI2SK"),  # every known lead
-    "GSI3": ("GSI3PK", "GSI3SK"),  # owner
-    "GSI4": ("GSI4PK", "GSI4SK"),  # first-touch source
-    "GSI5": ("GSI5PK", "GSI5SK"),  # search: email
-    "GSI6": ("GSI6PK", "GSI6SK"),  # search: name, first last
-    "GSI7": ("GSI7PK", "GSI7SK"),  # search: name, last first
-    "GSI8": ("GSI8PK", "GSI8SK"),  # search: company
-    "GSI9": ("GSI9PK", "GSI9SK"),  # search: email domain
+    "GSI1": ("GSI1PK", "GSI1SK"),  # stage, by stage entry (the funnel's)
+    "GSI2": ("LL", "LC"),  # every known lead, by creation
+    "GSI3": ("LO", "LC"),  # by owner, by creation
+    "GSI4": ("LS", "LC"),  # by first-touch source, by creation
+    "GSI5": ("XE", "email"),  # search: email
+    "GSI6": ("XN", "YN"),  # search: name, first last
+    "GSI7": ("XR", "YR"),  # search: name, last first
+    "GSI8": ("XC", "YC"),  # search: company
+    "GSI9": ("XD", "YD"),  # search: email domain
 }
 SEARCH_INDEXES = (("GSI5", "email"), ("GSI6", "name"), ("GSI7", "name_reversed"), ("GSI8", "company"),
                   ("GSI9", "domain"))
+# Attributes a lead item carries only for the list indexes (the store strips them on read).
+INDEX_ATTRIBUTES = frozenset(name for index, keys in INDEXES.items() if index != "GSI1" for name in keys) - {"email"}
+ALL_LEADS = "L"  # GSI2's one partition
 NO_SOURCE = "direct"  # a lead whose first touch carried no source, medium or referrer
 
 
@@ -73,8 +81,11 @@ def search_terms(lead: Lead) -> dict[str, str]:
     traits = lead.traits or {}
     first = fold(str(traits.get("first_name") or ""))
     last = fold(str(traits.get("last_name") or ""))
+    email = fold(lead.email or "")
     terms = {
-        "email": fold(lead.email or ""),
+        # The email index sorts on the stored address: searchable when folding leaves it as is
+        # (every ASCII address; an accented one is found by its name, company or domain).
+        "email": email if email == lead.email else "",
         "name": " ".join(p for p in (first, last) if p),
         "name_reversed": " ".join(p for p in (last, first) if p) if last and first else "",
         "company": fold(str(traits.get("company") or "")),
@@ -90,19 +101,27 @@ def source_of(lead: Lead) -> str:
     return fold(touch.source or touch.medium or touch.referrer or NO_SOURCE)[:100] or NO_SOURCE
 
 
+def created_key(lead: Lead) -> str:
+    """The list indexes' sort key: creation time in epoch milliseconds, fixed width (13
+    digits sort as numbers until the year 2286); leads created in the same millisecond
+    follow their ids."""
+    return f"{int(lead.created_at.timestamp() * 1000):013d}"
+
+
 def index_keys(lead: Lead) -> dict[str, str]:
     """The list indexes' keys a known lead's item carries (the stage index's are the
-    store's own: they predate lists). Sort keys end with the lead id: unique, stable."""
-    created = f"{lead.created_at.isoformat()}#{lead.lead_id}"
-    keys = {"GSI2PK": "LEADS", "GSI2SK": created, "GSI4PK": f"SOURCE#{source_of(lead)}", "GSI4SK": created}
+    store's own: they predate lists; the email index's sort key is the item's `email`)."""
+    keys = {"LL": ALL_LEADS, "LC": created_key(lead), "LS": source_of(lead)}
     if lead.owner:
-        keys["GSI3PK"], keys["GSI3SK"] = f"OWNER#{lead.owner}", created
+        keys["LO"] = lead.owner
     terms = search_terms(lead)
     for index, field in SEARCH_INDEXES:
         value = terms.get(field)
         if value:
             pk, sk = INDEXES[index]
-            keys[pk], keys[sk] = f"{field.upper()}#{value[:MIN_QUERY]}", f"{value}#{lead.lead_id}"
+            keys[pk] = value[:MIN_QUERY]
+            if sk != "email":
+                keys[sk] = value
     return keys
 
 
@@ -195,14 +214,14 @@ def plan(query: ListQuery) -> list[Step]:
     (search, owner, source, stage), else every lead by creation."""
     if query.q:
         q = query.q
-        return [Step(index, f"{field.upper()}#{q[:MIN_QUERY]}", q, field) for index, field in SEARCH_INDEXES]
+        return [Step(index, q[:MIN_QUERY], q, field) for index, field in SEARCH_INDEXES]
     if query.owner:
-        return [Step("GSI3", f"OWNER#{query.owner}")]
+        return [Step("GSI3", query.owner)]
     if query.source:
-        return [Step("GSI4", f"SOURCE#{query.source}")]
+        return [Step("GSI4", query.source)]
     if query.stage:
         return [Step("GSI1", stage_partition(query.stage))]
-    return [Step("GSI2", "LEADS")]
+    return [Step("GSI2", ALL_LEADS)]
 
 
 # -- the cursor ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 from leadflow.adapters.dynamodb.keys import ERASED_SK, LEAD_SK, counter_pk, event_sk, lead_pk, stage_gsi_pk, stage_gsi_sk
 from leadflow.domain.events import AppliedEvent
 from leadflow.domain.lead import Lead
-from leadflow.domain.listing import INDEXES, index_keys
+from leadflow.domain.listing import INDEX_ATTRIBUTES, INDEXES, index_keys
 from leadflow.domain.ports import LeadChange, Tombstone, VersionConflict
 
 def to_plain(value: Any) -> Any:
@@ -106,7 +106,7 @@ def lead_change(event_name: str, keys: dict[str, Any], new_image: dict[str, Any]
                       applied=applied_events(new_image or {}))
 
 
-_META = ("PK", "SK", *(name for keys in INDEXES.values() for name in keys), "kind", "ttl")
+_META = ("PK", "SK", "GSI1PK", "GSI1SK", *INDEX_ATTRIBUTES, "kind", "ttl")
 # Receipt fields that are a CRM's own id of the person's record (HubSpot's contact, the
 # Salesforce Lead): kept in the tombstone for the CRM deletes, nothing else of a receipt.
 RECORD_ID_KEYS = ("contact_id", "salesforce_id")
@@ -404,7 +404,7 @@ class DynamoLeadStore(DynamoTable):
         leads = []
         for it in resp.get("Items", []):
             lead = item_to_lead(self._plain(it))
-            if "GSI2PK" not in it:  # written before the list indexes: the run writes it once
+            if "LL" not in it:  # written before the list indexes: the run writes it once
                 self._unindexed.add(lead.lead_id)
             leads.append(lead)
         return leads, resp.get("LastEvaluatedKey")
