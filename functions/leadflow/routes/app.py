@@ -16,6 +16,7 @@ from leadflow import container
 from leadflow.domain.forms import is_bot, to_event, trapped
 from leadflow.routes.forms import THANK_YOU_PAGE, parse_form_body, wants_html
 from leadflow.routes import console
+from leadflow.routes.access import api_key_in_force
 from leadflow.routes.webhooks import raw_body
 from leadflow.domain.errors import (
     BadRequest, InvalidInput, LeadflowError, Misconfigured, NotFound, PayloadTooLarge, Unauthorized,
@@ -23,7 +24,7 @@ from leadflow.domain.errors import (
 from leadflow.domain.events import Identity, Text, Timestamp, parse_event, validated, valid_email, validation_details
 from leadflow.domain.inputs import parse_json, utc_in_range
 from leadflow.observability import add, logger, mask_email
-from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, running_in_aws, settings
+from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, settings
 
 app = APIGatewayHttpResolver()
 app.include_router(console.router)  # /console: HTML pages with their own login (routes/console.py)
@@ -462,21 +463,9 @@ def _guard(event: dict) -> Response | None:
     path = event.get("rawPath") or ""
     if not path.startswith("/v1/") or path.startswith(_OPEN_PREFIXES):
         return None
-    # Closed when in doubt: a key that cannot be read, or none at all in AWS, refuses the
-    # route (503, saying why) rather than serve lead data, erasure included, to anyone.
-    # Without AWS (`leadflow serve`, tests) no key means an open API, as documented.
     try:
-        key = settings().api_key
-    except Exception:  # noqa: BLE001 - SSM or Secrets Manager unreachable, or not allowed
-        logger.exception("api_key.unreadable")  # names the failure, never a value
-        err = Misconfigured("the API key (LEADFLOW_API_KEY) could not be read: check the function may read its "
-                            "secret", field="authorization")
-        return _json(err.status, err.body())
-    if not key and running_in_aws():
-        logger.error("api_key.missing")
-        err = Misconfigured("no API key is configured (LEADFLOW_API_KEY): a deployed API never serves leads "
-                            "unauthenticated; deploy with the template, which creates one, or set ApiKeyParameter",
-                            field="authorization")
+        key = api_key_in_force("API")
+    except Misconfigured as err:
         return _json(err.status, err.body())
     if key:
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}

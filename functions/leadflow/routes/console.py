@@ -47,9 +47,9 @@ from leadflow import container
 from leadflow.domain.errors import InvalidInput, LeadflowError, Misconfigured, NotFound, UnsupportedMediaType
 from leadflow.domain.events import Identity, Text, validated
 from leadflow.observability import logger
+from leadflow.routes.access import api_key_in_force
 from leadflow.routes.forms import media_type, parse_form_body
 from leadflow.routes.webhooks import raw_body
-from leadflow.settings import running_in_aws, settings
 
 router = Router()
 
@@ -143,15 +143,9 @@ class _Refused(Exception):
 def _api_key() -> str | None:
     """The API key, or a 503 page when none can be had in AWS (as `/v1` answers)."""
     try:
-        key = settings().api_key
-    except Exception:  # noqa: BLE001 - SSM or Secrets Manager unreachable, or not allowed
-        logger.exception("api_key.unreadable")  # names the failure, never a value
-        raise _Refused(_error_page(Misconfigured("the API key could not be read; the console is closed until it can")))
-    if not key and running_in_aws():
-        logger.error("api_key.missing")
-        raise _Refused(_error_page(Misconfigured("no API key is configured (LEADFLOW_API_KEY): a deployed console "
-                                                 "never shows leads to anyone who asks")))
-    return key or None
+        return api_key_in_force("console")
+    except Misconfigured as exc:
+        raise _Refused(_error_page(exc)) from None
 
 
 def _cookie_value() -> str | None:
