@@ -170,6 +170,19 @@ def _handoff(the_rules: Rules):
     )
 
 
+@lru_cache(maxsize=1)
+def dead_letters():
+    """The handoff's dead letters, listed and replayed (the console's dead-letters page)."""
+    from leadflow.adapters.dynamodb.ledger import DynamoDeliveryLedger
+    from leadflow.adapters.sqs import SqsDeadLetterQueue
+    from leadflow.usecases.dead_letters import DeadLetters
+
+    cfg = settings()
+    leads = store()
+    return DeadLetters(SqsDeadLetterQueue(cfg.dead_letter_queue_url, cfg.retry_queue_url),
+                       DynamoDeliveryLedger(cfg.table_name, client=leads.client), leads)
+
+
 def sla_watch():
     return _for_rules("sla_watch", _sla_watch)
 
@@ -211,6 +224,7 @@ def reset() -> None:
     rules_store.cache_clear()
     rules_in_force.cache_clear()
     publisher.cache_clear()
+    dead_letters.cache_clear()
     _built.clear()
     lead_ids.cache_clear()
     reset_settings()

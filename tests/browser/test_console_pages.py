@@ -1,6 +1,8 @@
 """The console in a real browser, as a rep uses it: log in with the API key, find a lead
 by a name prefix, open it, read why it scored, accept it and move it on, and see the lead
-page follow. Every page and asset comes from the stack itself; the pages run no script."""
+page follow; see its signals' decay drawn by the vendored Chart.js under the pages'
+strict Content-Security-Policy; open the rules, the dead letters and an unknown page.
+Every page and asset comes from the stack itself."""
 
 from __future__ import annotations
 
@@ -84,5 +86,90 @@ def test_a_rep_logs_in_finds_a_lead_reads_why_and_accepts_it(page, page_log, sta
     # Chromium logs a 4xx page as a failed load: exactly the two refusals above, nothing else.
     refused = [re.search(r"status of (\d+)", e).group(1) if "status of" in e else e for e in page_log.console_errors]
     assert refused == ["401", "422"], page_log.console_errors
+    page_log.console_errors.clear()
+    page_log.assert_clean()
+
+
+def _login(page, expect, path: str) -> None:
+    page.goto(path)
+    expect(page).to_have_url(re.compile(r"/console/login\?next="))
+    page.fill("input[name=key]", API_KEY)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(re.escape(path) + "$"))
+
+
+def _failed_responses(page) -> list[str]:
+    failed: list[str] = []
+    page.on("response", lambda resp: resp.status >= 400 and failed.append(f"{resp.status} {resp.url}"))
+    page.on("requestfailed", lambda req: failed.append(f"failed {req.url}"))
+    return failed
+
+
+CHART_DRAWN = """canvas => {
+    const chart = window.Chart && window.Chart.getChart(canvas);
+    if (!chart || !chart.chartArea || canvas.width === 0) return null;
+    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let painted = 0;
+    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] !== 0) painted++;
+    return {type: chart.config.type, labels: chart.data.labels.length, painted: painted,
+            datasets: chart.data.datasets.map(d => ({label: d.label, first: d.data[0], n: d.data.length}))};
+}"""
+
+
+def test_the_lead_page_draws_each_signals_decay_with_the_vendored_chart_library(page, page_log, stack, expect):
+    failed = _failed_responses(page)
+    status, posted = stack.post("/v1/events", {
+        "type": "form_submitted", "email": "decay.chart@consolecraft.example",
+        "occurred_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "properties": {"form_kind": "demo_request"}, "traits": {**BUYER, "first_name": "Dacey"}})
+    assert status == 200, posted
+    status, lead = stack.get(f"/v1/leads/{posted['lead_id']}")
+    engaged = {line["rule"]: line["points"] for line in lead["explanation"] if line["axis"] == "engagement"}
+    assert status == 200 and engaged, lead
+
+    _login(page, expect, f"/console/leads/{posted['lead_id']}")
+    expect(page.locator("h1")).to_have_text("Dacey Browserby")
+    canvas = page.locator('canvas[data-chart="decay-chart"]')
+    expect(canvas).to_be_visible()  # shown once charts.js ran
+    drawn = page.wait_for_function(f"() => ({CHART_DRAWN})(document.querySelector('canvas[data-chart]'))").json_value()
+
+    assert drawn["type"] == "line" and drawn["painted"] > 0
+    assert {d["label"]: d["first"] for d in drawn["datasets"]} == engaged
+    assert all(d["n"] == drawn["labels"] for d in drawn["datasets"])
+    rows = page.locator("table.decay-table tbody tr")
+    expect(rows).to_have_count(len(engaged))  # the same figures, readable without the chart
+    expect(page.locator("#decay")).to_contain_text("days")
+    asked = {req.split("?")[0].removeprefix(stack.base) for req in page_log.requests}
+    assert {"/console/assets/chart.umd.min.js", "/console/assets/charts.js"} <= asked, asked
+    assert failed == []
+    page_log.assert_clean()  # no CSP refusal, no script error
+
+
+def test_the_rules_dead_letters_and_an_unknown_page_open_from_the_console(page, page_log, stack, expect):
+    failed = _failed_responses(page)
+    _login(page, expect, "/console/rules")
+
+    expect(page.locator("h1")).to_have_text("Rules")
+    status, rules = stack.get("/v1/rules")
+    assert status == 200
+    expect(page.locator("#rules-version")).to_have_text(rules["version"])
+    expect(page.locator("#rules-source")).to_contain_text(f'version: "{rules["version"]}"')
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "test_console__rules.png"), full_page=True)
+
+    page.click("header nav a:has-text('Dead letters')")
+    expect(page).to_have_url(re.compile(r"/console/dead-letters$"))
+    expect(page.locator("h1")).to_have_text("Dead letters")
+    expect(page.locator("#no-letters").or_(page.locator("table.letters"))).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "test_console__dead_letters.png"), full_page=True)
+
+    page.goto("/console/no/such/page")
+    expect(page.locator("h1")).to_have_text("Not found")
+    page.click("text=Back to the leads")
+    expect(page).to_have_url(re.compile(r"/console$"))
+
+    # The one 404 asked for is the only refusal; the pages ran no script and fetched nothing else.
+    assert [f.split()[0] for f in failed] == ["404"] and "/console/no/such/page" in failed[0], failed
+    assert len(page_log.console_errors) == 1 and "404" in page_log.console_errors[0], page_log.console_errors
     page_log.console_errors.clear()
     page_log.assert_clean()

@@ -1,11 +1,17 @@
 """The console's pages through the API handler (moto): the login and its session cookie,
-CSRF on every action, pages that escape every value, and errors that are pages, not 500s."""
+CSRF on every action, pages that escape every value, and errors that are pages, not 500s;
+the vendored chart library and the lead page's decay chart, the rules page, the dead
+letters listed and replayed on moto's queues, and the HTML 404 of an unknown page."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import re
+import subprocess
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -162,7 +168,8 @@ def test_the_console_with_a_trailing_slash_is_the_console(browser):
     assert resp["statusCode"] == 303 and resp["headers"]["Location"] == "/console"
 
 
-@pytest.mark.parametrize("path", ["/console", "/console/leads/ld_000000000000000000000000"])
+@pytest.mark.parametrize("path", ["/console", "/console/leads/ld_000000000000000000000000", "/console/rules",
+                                  "/console/dead-letters"])
 def test_pages_without_a_session_redirect_to_the_login_page(browser, path):
     resp = browser.get(path)
 
@@ -322,9 +329,11 @@ def test_hostile_trait_values_render_inert_on_every_page(browser, api_handler):
 def test_pages_carry_a_content_security_policy_and_are_not_cached(browser):
     browser.login()
     headers = browser.get("/console")["headers"]
+    policy = {d.split()[0]: d.split()[1:] for d in headers["Content-Security-Policy"].split("; ")}
 
-    assert "script-src" not in headers["Content-Security-Policy"]  # default-src 'none': no script at all
-    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"]  # the console's own scripts: nothing inline, no eval
+    assert policy["style-src"] == ["'self'"]
     assert headers["Cache-Control"] == "no-store" and headers["X-Frame-Options"] == "DENY"
 
 
@@ -424,3 +433,359 @@ def test_the_console_is_not_on_the_cold_start_path():
     from tests.integration.conftest import cold_start_modules
 
     assert cold_start_modules("jinja2", "markupsafe") == []
+
+
+# ---------------------------------------------------------------- charts
+
+
+ASSETS = Path(__file__).resolve().parents[2] / "functions" / "leadflow" / "console" / "assets"
+
+
+def _json_block(body: str, block_id: str) -> dict:
+    start = body.index(f'<script type="application/json" id="{block_id}">') + len(
+        f'<script type="application/json" id="{block_id}">')
+    return json.loads(body[start:body.index("</script>", start)])
+
+
+def test_the_vendored_chart_library_is_the_published_build_with_its_license(browser):
+    notes = (ASSETS / "LICENSE-chart.js.txt").read_text(encoding="utf-8")
+    data = (ASSETS / "chart.umd.min.js").read_bytes()
+    recorded = re.search(r"sha256 of chart\.umd\.min\.js: ([0-9a-f]{64})", notes).group(1)
+    version = re.search(r"chart\.js@(\d+\.\d+\.\d+)", notes).group(1)
+
+    assert hashlib.sha256(data).hexdigest() == recorded, "chart.umd.min.js is not the build LICENSE-chart.js.txt names"
+    assert data.startswith(f"/*!\n * Chart.js v{version}\n".encode()) and b"Released under the MIT License" in data[:200]
+    assert version.startswith("4.") and "Permission is hereby granted, free of charge" in notes
+    for name, kind in (("chart.umd.min.js", "text/javascript"), ("charts.js", "text/javascript"),
+                       ("LICENSE-chart.js.txt", "text/plain")):
+        resp = browser.get(f"/console/assets/{name}")  # open, like the stylesheet
+        assert resp["statusCode"] == 200 and resp["headers"]["Content-Type"].startswith(kind), name
+        assert resp["body"] == (ASSETS / name).read_text(encoding="utf-8")
+    assert not re.search(r"\beval\(|new Function\(", (ASSETS / "charts.js").read_text(encoding="utf-8"))
+
+
+def test_the_api_artifact_carries_the_console_assets(tmp_path):
+    """The Makefile's `code` step (what `sam build` runs for every function) copies them."""
+    done = subprocess.run(["make", "--no-print-directory", "-C", str(ASSETS.parents[2]), "code",
+                           f"ARTIFACTS_DIR={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    shipped = tmp_path / "leadflow" / "console" / "assets"
+    for name in ("chart.umd.min.js", "charts.js", "LICENSE-chart.js.txt", "console.css"):
+        assert (shipped / name).read_bytes() == (ASSETS / name).read_bytes(), name
+
+
+def test_the_lead_page_charts_each_signals_decay_from_the_scores_own_lines(browser, api_handler):
+    from leadflow import container
+
+    lead = sql_lead(api_handler)
+    view = v1_lead(api_handler, lead["lead_id"])
+    browser.login()
+    body = browser.get(f"/console/leads/{lead['lead_id']}")["body"]
+
+    chart = _json_block(body, "decay-chart")
+    engaged = {line["rule"]: line["points"] for line in view["explanation"] if line["axis"] == "engagement"}
+    assert engaged, view["explanation"]
+    assert chart["type"] == "line" and chart["x"]["title"] == "days from now"
+    assert {d["label"]: d["data"][0] for d in chart["datasets"]} == engaged  # the first point is the score's
+    assert all(len(d["data"]) == len(chart["labels"]) for d in chart["datasets"]) and chart["labels"][0] == "0"
+    rules = container.rules()
+    for rule_id in engaged:
+        half_life = rules.engagement_by_id[rule_id].half_life_days if rule_id in rules.engagement_by_id else None
+        row = body[body.index(f"<strong>{rule_id}</strong>"):]
+        row = row[:row.index("</tr>")]
+        assert (f"half-life {half_life:g} days" if half_life else "no decay") in row, row
+    # The page loads the chart scripts (served by the console) and canvas names the block.
+    assert '<canvas data-chart="decay-chart"' in body
+    for name in ("chart.umd.min.js", "charts.js"):
+        assert re.search(rf'<script src="/console/assets/{re.escape(name)}\?v=[0-9a-f]{{12}}" defer></script>', body)
+    assert "<script>" not in body  # no inline script
+
+
+def test_a_page_without_charts_loads_no_script(browser, api_handler):
+    sql_lead(api_handler)
+    browser.login()
+
+    assert "<script" not in browser.get("/console")["body"]
+
+
+# ---------------------------------------------------------------- rules
+
+
+def _pre(body: str, element_id: str) -> str:
+    start = body.index(f'id="{element_id}">') + len(f'id="{element_id}">')
+    return html.unescape(body[start:body.index("</pre>", start)])
+
+
+def test_the_rules_page_shows_the_deployed_file_when_nothing_was_published(browser):
+    from leadflow.settings import rules_text
+
+    browser.login()
+    page = browser.get("/console/rules")
+
+    assert page["statusCode"] == 200
+    body = page["body"]
+    assert 'href="/console/rules"' in body  # in the header's navigation
+    assert "nothing has been published" in body and "Nothing published yet" in body
+    assert _pre(body, "rules-source") == rules_text(None)[0]
+
+
+def test_the_rules_page_shows_the_version_in_force_escaped_and_its_history(browser, api_handler, monkeypatch):
+    from leadflow import container
+    from leadflow.handlers import jobs
+    from leadflow.settings import rules_text
+
+    monkeypatch.setenv("LEADFLOW_RULES_TTL_SECONDS", "0")  # the jobs' re-score follows the publish at once
+    container.reset()
+    sql_lead(api_handler)
+    base = rules_text(None)[0]
+    source = re.sub(r'(?m)^version: .*$', 'version: "2099.1.1"', base, count=1) + "# </pre><script>alert(1)</script>\n"
+    resp = api_handler.handler(http_event("POST", "/v1/rules", {"source": source, "by": "<b>ops</b>"},
+                                          headers={"authorization": f"Bearer {KEY}"}), Context())
+    assert resp["statusCode"] == 200, resp["body"]
+    jobs.handler({"job": "rules"}, Context("JobsFunction"))
+    browser.login()
+    body = browser.get("/console/rules")["body"]
+
+    assert '<span id="rules-version">2099.1.1</span>' in body
+    assert "published by <strong>&lt;b&gt;ops&lt;/b&gt;</strong>" in body
+    assert _pre(body, "rules-source") == source.strip()  # the YAML as published (the API strips it), escaped
+    assert "<script>alert(1)</script>" not in body and "</pre><script>" not in body
+    history = body[body.index('id="history"'):]
+    rows = history.split("<tr")[2:]  # after the header's row
+    assert len(rows) == 2 and "2099.1.1" in rows[0] and "in force" in rows[0] and "deployed file" in rows[1]
+    assert "1 leads, " in rows[0]  # its re-score's result
+    assert "rollback" not in rows[0]
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+@pytest.fixture
+def queues(api_handler, monkeypatch):
+    """The template's handoff queues in moto, named in the environment as in AWS."""
+    import boto3
+
+    from leadflow import container
+    from leadflow_infra.local.queues import create_queues, template_queues
+
+    made = create_queues(boto3.client("sqs"), template_queues())
+    monkeypatch.setenv("LEADFLOW_RETRY_QUEUE_URL", made["HandoffRetryQueue"].url)
+    monkeypatch.setenv("LEADFLOW_DLQ_URL", made["HandoffDeadLetterQueue"].url)
+    container.reset()
+    return {"sqs": boto3.client("sqs"), "dead": made["HandoffDeadLetterQueue"].url,
+            "retry": made["HandoffRetryQueue"].url}
+
+
+def dead_letter(queues, lead_id: str, move_id: str, *, sink: str = "hubspot",
+                reason: str = 'HTTP 400: {"message":"Property values were not valid"}') -> str:
+    """A dead letter as the handoff writes it; its message id."""
+    from datetime import datetime, timezone
+
+    from leadflow.usecases.handoff import dead_letter_message
+
+    body = dead_letter_message(lead_id, move_id, sink, 1, reason, "refused", datetime.now(timezone.utc))
+    return queues["sqs"].send_message(QueueUrl=queues["dead"], MessageBody=json.dumps(body))["MessageId"]
+
+
+def queued(queues, which: str) -> list[dict]:
+    messages = queues["sqs"].receive_message(QueueUrl=queues[which], MaxNumberOfMessages=10, VisibilityTimeout=0)
+    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+def _letters_csrf(browser) -> str:
+    page = browser.get("/console/dead-letters")
+    assert page["statusCode"] == 200, page["body"]
+    return _hidden(page["body"], "csrf")
+
+
+def test_the_dead_letters_page_lists_ids_sink_and_reason_never_the_person(browser, api_handler, queues):
+    lead = sql_lead(api_handler, "dora.dead@tiny.io")
+    move_id = v1_lead(api_handler, lead["lead_id"])["history"][-1]["transition_id"]
+    message_id = dead_letter(queues, lead["lead_id"], move_id, reason="HTTP 400: contact dora.dead@tiny.io refused")
+    browser.login()
+    page = browser.get("/console/dead-letters")
+
+    assert page["statusCode"] == 200
+    body = page["body"]
+    row = body[body.index(f'id="letter-{message_id}"'):]
+    row = row[:row.index("</tr>")]
+    assert "hubspot" in row and lead["lead_id"] in row and move_id in row and "refused" in row
+    assert f'name="id" value="{message_id}"' in row
+    assert "dora.dead@tiny.io" not in body and "Bob" not in body and "Stone" not in body  # not the person
+    assert 'href="/console/dead-letters"' in body and 'id="replay-all"' in body
+
+
+def test_replaying_one_letter_moves_it_to_the_retry_queue_and_off_the_list(browser, api_handler, queues):
+    lead = sql_lead(api_handler)
+    move_id = v1_lead(api_handler, lead["lead_id"])["history"][-1]["transition_id"]
+    first = dead_letter(queues, lead["lead_id"], move_id, sink="hubspot")
+    other = dead_letter(queues, lead["lead_id"], move_id, sink="salesforce")
+    browser.login()
+    csrf = _letters_csrf(browser)
+
+    resp = browser.post("/console/dead-letters/replay", {"csrf": csrf, "id": first})
+
+    assert resp["statusCode"] == 303
+    assert resp["headers"]["Location"] == "/console/dead-letters?replayed=1&dropped=0"
+    (retry,) = queued(queues, "retry")
+    assert {k: retry[k] for k in ("type", "lead_id", "move_id", "sink", "attempt")} == {
+        "type": "leadflow.delivery", "lead_id": lead["lead_id"], "move_id": move_id, "sink": "hubspot", "attempt": 1}
+    assert [m["sink"] for m in queued(queues, "dead")] == ["salesforce"]
+    body = browser.get("/console/dead-letters", query="replayed=1&dropped=0")["body"]
+    assert "Replayed 1; dropped 0." in body
+    assert f'id="letter-{first}"' not in body and f'id="letter-{other}"' in body
+
+    again = browser.post("/console/dead-letters/replay", {"csrf": csrf, "id": first})  # gone meanwhile
+    path, _, query = again["headers"]["Location"].partition("?")
+    assert parse_qs(query) == {"replayed": ["0"], "dropped": ["0"], "missing": ["1"]}
+    assert "no longer in the queue" in browser.get(path, query=query)["body"]
+    assert len(queued(queues, "retry")) == 1
+
+
+def test_replaying_the_newest_of_many_letters_finds_it_and_leaves_the_others_listed(browser, api_handler, queues):
+    lead = sql_lead(api_handler)
+    move_id = v1_lead(api_handler, lead["lead_id"])["history"][-1]["transition_id"]
+    ids = [dead_letter(queues, lead["lead_id"], move_id, sink=f"sink{n}") for n in range(13)]  # > one receive
+    browser.login()
+
+    resp = browser.post("/console/dead-letters/replay", {"csrf": _letters_csrf(browser), "id": ids[-1]})
+
+    assert resp["headers"]["Location"] == "/console/dead-letters?replayed=1&dropped=0"
+    assert [m["sink"] for m in queued(queues, "retry")] == ["sink12"]
+    body = browser.get("/console/dead-letters")["body"]  # the letters looked at are back at once
+    assert [i for i in ids if f'id="letter-{i}"' in body] == ids[:-1]
+
+
+def test_a_long_queue_is_listed_and_replayed_a_page_at_a_time(browser, api_handler, queues, monkeypatch):
+    from datetime import datetime, timezone
+
+    from leadflow.routes import console
+    from leadflow.usecases.handoff import dead_letter_message
+
+    # Pages of 200 and replays of 100 in production; smaller here, as moto's SQS reads
+    # every message of the queue at each receive.
+    LIST_LETTERS, REPLAY_AT_ONCE = 12, 5
+    monkeypatch.setattr(console, "LIST_LETTERS", LIST_LETTERS)
+    monkeypatch.setattr(console, "REPLAY_AT_ONCE", REPLAY_AT_ONCE)
+    lead = sql_lead(api_handler)
+    move_id = v1_lead(api_handler, lead["lead_id"])["history"][-1]["transition_id"]
+    total = LIST_LETTERS + 3
+    bodies = [json.dumps(dead_letter_message(lead["lead_id"], move_id, f"sink{n}", 1, "HTTP 400", "refused",
+                                             datetime.now(timezone.utc))) for n in range(total)]
+    for start in range(0, total, 10):
+        queues["sqs"].send_message_batch(QueueUrl=queues["dead"], Entries=[
+            {"Id": str(n), "MessageBody": body} for n, body in enumerate(bodies[start:start + 10])])
+    browser.login()
+
+    body = browser.get("/console/dead-letters")["body"]
+    assert body.count('<tr id="letter-') == LIST_LETTERS and 'id="more-letters"' in body
+    resp = browser.post("/console/dead-letters/replay", {"csrf": _hidden(body, "csrf"), "all": "1"})
+
+    assert resp["headers"]["Location"] == f"/console/dead-letters?replayed={REPLAY_AT_ONCE}&dropped=0&more=1"
+    after = browser.get("/console/dead-letters", query=resp["headers"]["Location"].split("?")[1])["body"]
+    assert after.count('<tr id="letter-') == total - REPLAY_AT_ONCE and 'id="more-letters"' not in after
+    assert len(queued(queues, "retry")) == REPLAY_AT_ONCE
+    assert "More remain: replay again." in after
+
+
+def test_replay_all_drops_an_erased_leads_letter_and_requeues_the_rest(browser, api_handler, queues):
+    kept = sql_lead(api_handler, "kept@tiny.io")
+    gone = sql_lead(api_handler, "gone@tiny.io")
+    kept_move = v1_lead(api_handler, kept["lead_id"])["history"][-1]["transition_id"]
+    gone_move = v1_lead(api_handler, gone["lead_id"])["history"][-1]["transition_id"]
+    dead_letter(queues, kept["lead_id"], kept_move)
+    dead_letter(queues, gone["lead_id"], gone_move)
+    erased = api_handler.handler(http_event("DELETE", f"/v1/leads/{gone['lead_id']}",
+                                            headers={"authorization": f"Bearer {KEY}"}), Context())
+    assert erased["statusCode"] == 200, erased["body"]
+    browser.login()
+
+    resp = browser.post("/console/dead-letters/replay", {"csrf": _letters_csrf(browser), "all": "1"})
+
+    assert resp["headers"]["Location"] == "/console/dead-letters?replayed=1&dropped=1"
+    assert [m["lead_id"] for m in queued(queues, "retry")] == [kept["lead_id"]]
+    assert queued(queues, "dead") == []
+    body = browser.get("/console/dead-letters", query="replayed=1&dropped=1")["body"]
+    assert "No dead letters" in body and "the lead was erased" in body
+
+
+def test_a_message_that_is_not_a_dead_letter_is_listed_as_such_and_left_alone(browser, api_handler, queues):
+    foreign = queues["sqs"].send_message(QueueUrl=queues["dead"], MessageBody="<b>not json</b>")["MessageId"]
+    browser.login()
+    body = browser.get("/console/dead-letters")["body"]
+    row = body[body.index(f'id="letter-{foreign}"'):]
+
+    assert "not a leadflow dead letter" in row[:row.index("</tr>")] and "<b>not json" not in body
+    resp = browser.post("/console/dead-letters/replay", {"csrf": _hidden(body, "csrf"), "all": "1"})
+    assert resp["headers"]["Location"] == "/console/dead-letters?replayed=0&dropped=0"
+    assert queued(queues, "retry") == []
+    assert len(queues["sqs"].receive_message(QueueUrl=queues["dead"], VisibilityTimeout=0).get("Messages", [])) == 1
+
+
+def test_replay_without_the_csrf_token_or_with_a_hostile_id_changes_nothing(browser, api_handler, queues):
+    lead = sql_lead(api_handler)
+    move_id = v1_lead(api_handler, lead["lead_id"])["history"][-1]["transition_id"]
+    dead_letter(queues, lead["lead_id"], move_id)
+    browser.login()
+    csrf = _letters_csrf(browser)
+
+    for form in ({"all": "1"}, {"all": "1", "csrf": "x" * 43}):
+        resp = browser.post("/console/dead-letters/replay", form)
+        assert resp["statusCode"] == 403 and "did not come from the console" in resp["body"], form
+    logged_out = Browser(api_handler).post("/console/dead-letters/replay", {"all": "1", "csrf": csrf})
+    assert logged_out["statusCode"] == 303
+    assert logged_out["headers"]["Location"] == "/console/login?" + urlencode({"next": "/console/dead-letters"})
+    for form, says in (({"csrf": csrf, "id": "<script>x</script>"}, "id: not a dead letter"),
+                       ({"csrf": csrf}, "id: give one dead letter"),
+                       ({"csrf": csrf, "id": "abc", "all": "1"}, "id: give one dead letter")):
+        resp = browser.post("/console/dead-letters/replay", form)
+        assert resp["statusCode"] == 422 and says in html.unescape(resp["body"]), form
+        assert "<script>x" not in resp["body"]
+    assert len(queued(queues, "dead")) == 1 and queued(queues, "retry") == []
+
+
+def test_without_the_handoff_queues_the_dead_letters_page_says_so(browser, monkeypatch):
+    from leadflow import container
+
+    monkeypatch.delenv("LEADFLOW_DLQ_URL", raising=False)
+    monkeypatch.delenv("LEADFLOW_RETRY_QUEUE_URL", raising=False)
+    container.reset()
+    browser.login()
+    resp = browser.get("/console/dead-letters")
+
+    assert resp["statusCode"] == 503 and "LEADFLOW_DLQ_URL" in resp["body"]
+    assert resp["headers"]["Content-Type"].startswith("text/html")
+
+
+def test_the_api_function_may_read_the_dead_letters_and_requeue_them():
+    from leadflow_infra.template import find_template, load_template
+
+    policies = load_template(find_template())["Resources"]["ApiFunction"]["Properties"]["Policies"]
+    pollers = [p["SQSPollerPolicy"]["QueueName"] for p in policies if isinstance(p, dict) and "SQSPollerPolicy" in p]
+    senders = [p["SQSSendMessagePolicy"]["QueueName"] for p in policies
+               if isinstance(p, dict) and "SQSSendMessagePolicy" in p]
+
+    assert pollers == [{"Fn::GetAtt": ["HandoffDeadLetterQueue", "QueueName"]}]  # receive, delete, visibility
+    assert senders == [{"Fn::GetAtt": ["HandoffRetryQueue", "QueueName"]}]
+
+
+# ---------------------------------------------------------------- not found
+
+
+@pytest.mark.parametrize("path", ["/console/nowhere", "/console/leads/ld_1/extra", "/console/assets/x/y.js",
+                                  "/console/%3Cscript%3Ealert(1)%3C%2Fscript%3E"])
+def test_an_unknown_console_address_is_an_html_404_with_a_way_back(browser, path):
+    resp = browser.get(path)
+
+    assert resp["statusCode"] == 404
+    assert resp["headers"]["Content-Type"].startswith("text/html")
+    assert resp["headers"]["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "Not found" in resp["body"] and 'href="/console"' in resp["body"]
+    assert "<script>" not in resp["body"]
+
+
+def test_an_unknown_api_address_stays_a_json_404(api_handler):
+    resp = api_handler.handler(http_event("GET", "/v1/nowhere", headers={"authorization": f"Bearer {KEY}"}),
+                               Context())
+
+    assert resp["statusCode"] == 404 and json.loads(resp["body"])["error"] == "not_found"

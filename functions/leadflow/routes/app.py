@@ -45,6 +45,8 @@ def _domain_error(exc: LeadflowError) -> Response:
 @app.not_found
 def _not_found(_exc: Exception) -> Response:
     path = app.current_event.path
+    if path == "/console" or path.startswith("/console/"):
+        return console.not_found_page()  # a page in the console's style, with a way back
     return _json(404, {"error": "not_found", "message": f"no route {app.current_event.http_method} {path}"})
 
 

@@ -3,7 +3,11 @@
 
 Pages are rendered on the server with Jinja2, autoescaping every value: traits, names and
 form fields come from anyone who can post a form, so no value is ever written into a page
-unescaped. The pages use no JavaScript; the stylesheet is served from the function.
+unescaped. Charts are drawn by Chart.js, vendored in console/assets/ with our charts.js:
+a page carries each chart's figures as a JSON block (`tojson`, never executed) beside a
+table of the same figures, so the Content-Security-Policy allows scripts from the
+console's own assets only, and every page is complete without JavaScript. Stylesheet and
+scripts are served from the function; nothing is fetched from elsewhere.
 Jinja2 is imported on the first console request only: the API's cold start on
 `/v1/events` does not pay for it.
 
@@ -62,14 +66,20 @@ MAX_TRAIL = 20  # "newer" pages remembered in the list's URL
 MAX_EVENTS_SHOWN = 50
 LEAD_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 CURSOR = re.compile(r"[A-Za-z0-9_-]{1,4000}")
-ASSETS = {"console.css": "text/css; charset=utf-8"}
+LIST_LETTERS = 200  # dead letters a page lists
+REPLAY_AT_ONCE = 100  # dead letters one "replay all" re-drives (a request has 29 s)
+MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+JS = "text/javascript; charset=utf-8"
+ASSETS = {"console.css": "text/css; charset=utf-8", "chart.umd.min.js": JS, "charts.js": JS,
+          "LICENSE-chart.js.txt": "text/plain; charset=utf-8"}
+CHART_SCRIPTS = ("chart.umd.min.js", "charts.js")
 
-# What an HTML answer may do: its own stylesheet and forms posting to itself; no script,
-# no frame, no other origin.
+# What an HTML answer may do: its own stylesheet and scripts, and forms posting to itself;
+# no inline script or style, no eval, no frame, no other origin.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -169,7 +179,8 @@ def _session() -> tuple[Session, bool]:
         return session, key is None
     if key is None:
         return issue(secret, now), True
-    back = _here() if router.current_event.http_method == "GET" else _here().split("?")[0].removesuffix("/actions")
+    back = _here() if router.current_event.http_method == "GET" else \
+        _here().split("?")[0].removesuffix("/actions").removesuffix("/replay")  # a form's page
     raise _Refused(_redirect("/console/login" + _query({"next": back})))
 
 
@@ -205,9 +216,11 @@ def _cleared_cookie() -> Cookie:
 
 
 def _page(template: str, status: int = 200, *, session: Session | None = None, open_console: bool = False,
-          cookies: list[Cookie] | None = None, **values: Any) -> Response[Any]:
+          cookies: list[Cookie] | None = None, charts: bool = False, **values: Any) -> Response[Any]:
+    """`charts`: the page draws charts (its `<canvas data-chart>`): it loads the scripts."""
+    scripts = [_asset_url(name) for name in CHART_SCRIPTS] if charts else []
     html = _templates().get_template(template).render(
-        session=session, open_console=open_console, css=_asset_url("console.css"), **values)
+        session=session, open_console=open_console, css=_asset_url("console.css"), scripts=scripts, **values)
     cookies = list(cookies or [])
     if session is not None and session.fresh:
         cookies.append(_session_cookie(session))
@@ -341,7 +354,8 @@ def _value(value: Any) -> str:
 
 @router.get("/console/assets/<name>", include_in_schema=False)
 def console_asset(name: str) -> Response[Any]:
-    """The stylesheet (open: it holds nothing but layout, and the login page needs it)."""
+    """The stylesheet and the chart scripts (open: they hold nothing but code and layout,
+    and the login page needs the stylesheet)."""
     if name not in ASSETS:
         return _error_page(NotFound(f"no asset {name!r}", field="asset"))
     return Response(status_code=200, content_type=ASSETS[name], body=_asset(name),
@@ -424,12 +438,14 @@ def lead_list() -> Response[Any]:
 def _lead_page(lead_id: str, session: Session, open_console: bool, *, status: int = 200,
                error: LeadflowError | None = None, done: str | None = None, form: dict[str, str] | None = None):
     from leadflow.domain.lifecycle import ACTIONS, check_action
+    from leadflow.usecases.signal_decay import decay_curves
 
     if not LEAD_ID.fullmatch(lead_id):
         raise NotFound(f"no lead {lead_id}", field="lead_id")
     svc = container.service()
     lead = svc.get(lead_id)
     view = svc.view(lead)
+    decay = decay_curves(lead, svc.rules, datetime.fromisoformat(view["scored_at"]))
     actions = []
     for name, action in ACTIONS.items():
         try:
@@ -446,7 +462,15 @@ def _lead_page(lead_id: str, session: Session, open_console: bool, *, status: in
     name = " ".join(str(traits[k]) for k in ("first_name", "last_name") if traits.get(k))
     return _page("lead.html", status, session=session, open_console=open_console, lead=view, name=name,
                  actions=actions, timeline=timeline, events_total=len(events), events_shown=MAX_EVENTS_SHOWN,
-                 error=error, done=done if done in ACTIONS else None, form=form or {})
+                 error=error, done=done if done in ACTIONS else None, form=form or {},
+                 decay=decay, decay_chart=_decay_chart(decay), charts=bool(decay["lines"]))
+
+
+def _decay_chart(decay: dict[str, Any]) -> dict[str, Any]:
+    """The signals' curves in charts.js's format: one line per rule scoring now."""
+    return {"type": "line", "labels": [f"{day:g}" for day in decay["days"]],
+            "datasets": [{"label": line["rule"], "data": line["points"]} for line in decay["lines"]],
+            "x": {"title": "days from now"}, "y": {"title": "points"}}
 
 
 def _when_key(value: str) -> float:
@@ -499,3 +523,105 @@ class ConsoleAction(BaseModel):
 def _validated_action(form: dict[str, str]) -> ConsoleAction:
     fields = {k: v for k, v in form.items() if k in ("action", "reason", "by") and v.strip()}
     return validated(ConsoleAction, fields, what="the form")
+
+
+# ---------------------------------------------------------------- rules
+
+
+@router.get("/console/rules", include_in_schema=False)
+@_guarded
+def rules_page() -> Response[Any]:
+    """The rules version in force (its YAML, escaped) and the published history: what
+    `GET /v1/rules` answers, from the same use case."""
+    session, open_console = _session()
+    rules = container.publisher().describe()
+    history = rules["history"]
+    current = next((e for e in history if e["seq"] == rules["seq"]), None) if rules["seq"] is not None else None
+    return _page("rules.html", session=session, open_console=open_console, rules=rules, history=history,
+                 current=current)
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+class _Unavailable(LeadflowError):
+    status = 503
+    code = "unavailable"
+
+
+def _dead_letters():
+    """The use case, or a 503 page when this deployment has no dead-letter queue."""
+    from leadflow.settings import settings
+
+    cfg = settings()
+    if not cfg.dead_letter_queue_url or not cfg.retry_queue_url:
+        raise Misconfigured("the handoff's queues are not configured here (LEADFLOW_DLQ_URL and "
+                            "LEADFLOW_RETRY_QUEUE_URL): there are no dead letters to show", field="LEADFLOW_DLQ_URL")
+    return container.dead_letters()
+
+
+def _queue_call(what: str, call):
+    """A call to the queues; SQS refusing (permissions, throttling) is a readable 503."""
+    try:
+        return call()
+    except LeadflowError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore's errors, shown by name only
+        code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+        logger.warning("console.dead_letters_failed", extra={"error": type(exc).__name__, "code": code})
+        raise _Unavailable(f"the dead-letter queue could not be {what} ({code or type(exc).__name__}); "
+                           "try again in a moment") from None
+
+
+@router.get("/console/dead-letters", include_in_schema=False)
+@_guarded
+def dead_letters_page() -> Response[Any]:
+    session, open_console = _session()
+    params = router.current_event.query_string_parameters or {}
+    letters = _queue_call("read", lambda: _dead_letters().list(limit=LIST_LETTERS + 1))
+    rows = [letter.row() for letter in letters[:LIST_LETTERS]]
+    done = None
+    if params.get("replayed", "").isdigit() and params.get("dropped", "").isdigit():
+        done = {"replayed": int(params["replayed"]), "dropped": int(params["dropped"]),
+                "more": params.get("more") == "1", "missing": params.get("missing") == "1"}
+    return _page("dead_letters.html", session=session, open_console=open_console, rows=rows,
+                 more=len(letters) > LIST_LETTERS, shown=LIST_LETTERS, done=done, replay_at_once=REPLAY_AT_ONCE)
+
+
+@router.post("/console/dead-letters/replay", include_in_schema=False)
+@_guarded
+def replay_dead_letters() -> Response[Any]:
+    """Replays one letter (`id`) or, with `all`, up to REPLAY_AT_ONCE of them; then back to
+    the list (303), which says what became of them."""
+    session, _ = _session()
+    form = _form()
+    _check_csrf(session, form)
+    message_id = (form.get("id") or "").strip()
+    every = form.get("all") == "1"
+    if every == bool(message_id):
+        raise InvalidInput("id: give one dead letter's id, or all=1 to replay them all", field="id")
+    if message_id and not MESSAGE_ID.fullmatch(message_id):
+        raise InvalidInput("id: not a dead letter's id (letters, digits and dashes)", field="id")
+    letters = _dead_letters()
+    if every:
+        rows = _queue_call("replayed", lambda: letters.replay(limit=REPLAY_AT_ONCE))
+    else:
+        rows = _queue_call("replayed", lambda: letters.replay(ids=[message_id], limit=1))
+    replayed = sum(1 for row in rows if row["replayed"])
+    logger.info("dead_letters.replayed", extra={"replayed": replayed, "dropped": len(rows) - replayed,
+                                                "via": "console", "all": every})
+    query = {"replayed": replayed, "dropped": len(rows) - replayed}
+    if every and len(rows) >= REPLAY_AT_ONCE:
+        query["more"] = 1
+    if not every and not rows:
+        query["missing"] = 1
+    return _redirect("/console/dead-letters" + _query(query))
+
+
+# ---------------------------------------------------------------- not found
+
+
+def not_found_page() -> Response[Any]:
+    """An unknown console address, as a page of the console with a way back (the API's
+    JSON 404 is for `/v1`). Nothing about the session is read: it says nothing either way."""
+    return _error_page(NotFound("there is no such page in the console"))
