@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check --no-cache --select F functions infra tests bench
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: $(STAMP) bench-quality
 	$(BIN)/python -m bench.ingest

@@ -199,7 +199,38 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--rejects", metavar="PATH", help="write every rejected row (row, field, reason) to PATH as CSV")
     imp.add_argument("--json", action="store_true", help="print the summary as JSON on stdout instead of tables")
     imp.set_defaults(func=import_command)
+
+    funnel = commands.add_parser(
+        "funnel",
+        help="the funnel from history: conversion, cohorts, velocity and reasons, by source or another cut",
+        description=(
+            "Reads GET /v1/funnel of the stack (by cut and cohort) and prints it as tables. "
+            "--csv writes it as a spreadsheet; --rebuild recounts every lead from the table."
+        ),
+    )
+    funnel.add_argument("--by", choices=("source", "last_source", "form", "fit_grade", "country", "owner"),
+                        help="cut the funnel by this (default: the whole funnel)")
+    funnel.add_argument("--cohort", choices=("week", "month"), help="cohort period (default month)")
+    funnel.add_argument("--since", metavar="DATE", help="cohorts starting from this ISO date")
+    funnel.add_argument("--until", metavar="DATE", help="cohorts starting before this ISO date")
+    funnel.add_argument("--csv", metavar="FILE", help="write the funnel as CSV to FILE (- for stdout)")
+    funnel.add_argument("--json", action="store_true", help="print the answer as JSON")
+    funnel.add_argument("--rebuild", action="store_true",
+                        help="recount every lead into a new generation (after deploying on an existing table, "
+                             "or to repair the figures); needs the table")
+    where = funnel.add_mutually_exclusive_group()
+    where.add_argument("--url", help="base URL of the API (default: the leadflow serve running on --data-dir)")
+    where.add_argument("--stack-name", help="a deployed CloudFormation stack: its ApiUrl and TableName outputs")
+    funnel.add_argument("--data-dir", default=".leadflow", help="data directory of a running leadflow serve")
+    funnel.add_argument("--api-key", help="the API key (default LEADFLOW_API_KEY)")
+    funnel.set_defaults(func=_funnel_command)
     return parser
+
+
+def _funnel_command(args: argparse.Namespace) -> int:
+    from leadflow_infra.funnel_report import funnel_command
+
+    return funnel_command(args)
 
 
 def _positive_int(text: str) -> int:

@@ -87,6 +87,15 @@ def lead_ids() -> LeadIds:
                              lambda message: logger.warning("lead_ids.legacy", extra={"detail": message}))
 
 
+@lru_cache(maxsize=1)
+def funnel():
+    """The funnel's keeper: it needs no rules (a lead's figures are read off the lead)."""
+    from leadflow.adapters.dynamodb.funnel_store import DynamoFunnelStore
+    from leadflow.usecases.funnel import FunnelKeeper
+
+    return FunnelKeeper(DynamoFunnelStore(settings().table_name, client=store().client))
+
+
 def service() -> LeadService:
     from leadflow.usecases.leads import LeadService
 
@@ -227,4 +236,5 @@ def reset() -> None:
     dead_letters.cache_clear()
     _built.clear()
     lead_ids.cache_clear()
+    funnel.cache_clear()
     reset_settings()

@@ -380,8 +380,17 @@ def pick(rng: random.Random, weighted: list[tuple[Any, int]]) -> Any:
     return rng.choices([v for v, _ in weighted], weights=[w for _, w in weighted])[0]
 
 
+# Where the crowd came from (utm_source, utm_medium on its first delivery); None: no UTM.
+SOURCES = [(("google", "cpc"), 4), (("linkedin", "social"), 3), (("newsletter", "email"), 2),
+           (("partner", "referral"), 2), (None, 2)]
+
+
 def write_crowd(s: Script, rng: random.Random) -> None:
-    """Ordinary leads: seeded, so every run plays the same week."""
+    """Ordinary leads: seeded, so every run plays the same week. Each first delivery
+    carries the campaign that brought the lead (a random stream of its own, so adding
+    sources left the crowd itself as it was)."""
+    origins = random.Random(SEED + 1)
+    first_steps = len(s.steps)
     kinds = [kind for kind, n in ARCHETYPES for _ in range(n)]
     rng.shuffle(kinds)
     companies = rng.sample(COMPANIES, len(kinds))
@@ -427,6 +436,20 @@ def write_crowd(s: Script, rng: random.Random) -> None:
             s.view(who, "/pricing", days[4])
             s.view(who, "/pricing", days[6])
             s.form(who, rng.choice(["request-demo", "contact-us"]), days[-1], {"message": "Talk to sales"})
+    firsts: dict[str, Step] = {}
+    for step in s.steps[first_steps:]:
+        if step.who not in firsts or step.at < firsts[step.who].at:
+            firsts[step.who] = step
+    for who in s.crowd:
+        origin = pick(origins, SOURCES)
+        if origin is None:
+            continue
+        step = firsts[who]
+        utm = {"utm_source": origin[0], "utm_medium": origin[1], "utm_campaign": "nov-demo"}
+        if step.form_id is not None:
+            step.body.update(utm)
+        else:
+            step.body["properties"] = {**step.body.get("properties", {}), **utm}
 
 
 # -- playing the week -------------------------------------------------------------------------
@@ -657,9 +680,13 @@ def run() -> int:
             rows = [(p.email, p) for p in script.personas] + [(email, None) for email in script.crowd]
             leads = {email: api.ok("GET", f"/v1/leads/{ids[email]}") for email, _ in rows}
             funnel = api.ok("GET", "/v1/funnel")
+            by_source = check_funnel_by_source(api, stack, leads, report.check)
             print_report(rows, leads, funnel, report, started, owners)
+            say()
+            say(source_table(by_source))
             if keeps_serving():
-                say(f"\nConsole: {stack.url}/console  (this week's leads; the API's page: {stack.url}/docs)")
+                say(f"\nConsole: {stack.url}/console  (this week's leads; the funnel by source: "
+                    f"{stack.url}/console/funnel; the API's page: {stack.url}/docs)")
                 say("The stack serves until Ctrl-C.")
                 serve_until_interrupted()
             else:
@@ -706,6 +733,52 @@ def report_table(title: str | None = None) -> Table:
 
 def outcome(ok: bool) -> Text:
     return Text("ok", style="green") if ok else Text(UNEXPECTED, style="bold red")
+
+
+def plain_by_source(leads: dict[str, dict]) -> dict[str, dict[str, int]]:
+    """The funnel by first-touch source computed the plain way from the leads as the API
+    shows them: leads, and how many reached each stage (a skipped stage counts)."""
+    out: dict[str, dict[str, int]] = {}
+    for lead in leads.values():
+        touch = lead.get("first_touch")
+        source = (touch.get("source") or touch.get("medium") or "direct").lower() if touch else "(none)"
+        top = max([STAGES.index(lead["stage"])] + [STAGES.index(m["to_stage"]) for m in lead.get("history") or []])
+        row = out.setdefault(source, {"leads": 0, **{stage: 0 for stage in STAGES}})
+        row["leads"] += 1
+        for stage in STAGES[:top + 1]:
+            row[stage] += 1
+    return out
+
+
+def check_funnel_by_source(api: Api, stack: Any, leads: dict[str, dict], check: Any) -> dict[str, Any]:
+    """`GET /v1/funnel?by=source` once the stream has counted every lead, against the
+    plain computation over the same leads."""
+    expected = plain_by_source(leads)
+    deadline = time.monotonic() + 30
+    while True:
+        stack.drain(timeout=5)
+        answer = api.ok("GET", "/v1/funnel?by=source&cohort=week")
+        got = {g["value"]: {"leads": g["leads"], **g["reached"]} for g in answer.get("groups", [])}
+        if got == expected or time.monotonic() > deadline:
+            break
+    ok = got == expected
+    check(ok, "Funnel by first-touch source (GET /v1/funnel?by=source) equals counting the leads",
+          f"{len(expected)} sources, {sum(r['leads'] for r in expected.values())} leads: every figure matches" if ok
+          else f"differs for {sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))[:5]}")
+    return answer
+
+
+def source_table(answer: dict[str, Any]) -> Table:
+    table = report_table("Funnel by first-touch source")
+    table.add_column("source", no_wrap=True)
+    for name in ("leads", "MQL", "SQL", "lead→MQL", "MQL→SQL"):
+        table.add_column(name, justify="right")
+    for group in answer.get("groups", []):
+        rate = group["conversion"]
+        table.add_row(group["value"], str(group["leads"]), str(group["reached"]["mql"]), str(group["reached"]["sql"]),
+                      "–" if rate["lead_to_mql"] is None else f"{rate['lead_to_mql']:.0%}",
+                      "–" if rate["mql_to_sql"] is None else f"{rate['mql_to_sql']:.0%}")
+    return table
 
 
 def print_report(rows: list[tuple[str, Persona | None]], leads: dict[str, dict], funnel: dict, report: Report,

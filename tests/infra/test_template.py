@@ -320,7 +320,7 @@ def test_stream_event_after_last_retry_sends_to_sqs_dead_letter_queue(template):
     [
         ("LEAD", "MODIFY", {"applied": "[]"}, True),
         ("LEAD", "INSERT", {"applied": "[]"}, True),
-        ("LEAD", "MODIFY", {}, False),
+        ("LEAD", "MODIFY", {}, True),  # a re-score or an owner: the funnel may change
         ("LEAD", "REMOVE", {}, True),
         ("EVENT#2026-11-20T10:00:00Z#evt-1", "INSERT", {"applied": "[]"}, False),
         ("EVENT#2026-11-20T10:00:00Z#evt-1", "REMOVE", {}, False),
@@ -328,7 +328,7 @@ def test_stream_event_after_last_retry_sends_to_sqs_dead_letter_queue(template):
         ("LEADX", "MODIFY", {"applied": "[]"}, False),
     ],
 )
-def test_stream_filter_invokes_event_log_only_for_applied_events_and_erasures(template, sk, event_name, attributes, expected):
+def test_stream_filter_invokes_event_log_for_every_lead_write_and_erasure_only(template, sk, event_name, attributes, expected):
     assert invokes(template, "EventLogFunction", stream_record(sk, event_name, **attributes)) is expected
 
 

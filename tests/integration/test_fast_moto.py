@@ -556,3 +556,62 @@ def test_query_install_is_idempotent_and_keeps_moto_s_own():
     assert Table.query is wrapped
     assert Table.query.__wrapped__.__module__ == "moto.dynamodb.models.table"
     assert UpdateExpressionExecutor.execute.__wrapped__.__module__ == "moto.dynamodb.parsing.executors"
+
+
+def _transactions(client) -> list:
+    """A sequence of transactions: ADDs creating and growing counters, a marker put on
+    condition, a failed condition (nothing written), an ADD to a string (moto's own
+    update, refused), a delete, a condition check. What each answered, then every item."""
+    _table(client)
+    key = lambda pk, sk: {"pk": {"S": pk}, "sk": {"S": sk}}  # noqa: E731
+
+    def add(pk, sk, **counts):
+        names = {f"#a{n}": name for n, name in enumerate(counts)}
+        values = {f":a{n}": {"N": str(v)} for n, v in enumerate(counts.values())}
+        return {"Update": {"TableName": TABLE, "Key": key(pk, sk), "ExpressionAttributeNames": names,
+                           "ExpressionAttributeValues": values,
+                           "UpdateExpression": "ADD " + ", ".join(f"#a{n} :a{n}" for n in range(len(counts)))}}
+
+    def marker(pk, version, expect=None):
+        op = {"TableName": TABLE, "Item": {**key(pk, "FACT"), "v": {"N": str(version)}}}
+        if expect is None:
+            op["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            op["ConditionExpression"] = "v = :v"
+            op["ExpressionAttributeValues"] = {":v": {"N": str(expect)}}
+        return {"Put": op}
+
+    client.put_item(TableName=TABLE, Item={**key("S", "1"), "n": {"S": "text"}})
+    steps = [
+        [marker("M1", 1), add("F", "2026-01#a", n=1, r0=1), add("F", "2026-01#b", n=1)],
+        [marker("M1", 2, expect=1), add("F", "2026-01#a", r1=1, c0=-1, c1=1), add("F", "2026-01#b", n=-1)],
+        [marker("M1", 3, expect=1), add("F", "2026-01#a", n=5)],  # stale marker: cancelled, nothing written
+        [marker("M2", 1), add("S", "1", n=1)],  # ADD to a string: moto's own update refuses it
+        [{"Delete": {"TableName": TABLE, "Key": key("M1", "FACT"), "ConditionExpression": "v = :v",
+                     "ExpressionAttributeValues": {":v": {"N": "2"}}}}, add("F", "2026-01#a", n=-1)],
+        [{"ConditionCheck": {"TableName": TABLE, "Key": key("F", "2026-01#b"), "ConditionExpression": "n = :z",
+                             "ExpressionAttributeValues": {":z": {"N": "0"}}}}, add("F", "2026-02#a", n=2)],
+    ]
+    answers = []
+    for items in steps:
+        try:
+            client.transact_write_items(TransactItems=items)
+            answers.append("ok")
+        except client.exceptions.TransactionCanceledException as exc:
+            answers.append(("cancelled", [r.get("Code") for r in exc.response.get("CancellationReasons", [])]))
+        except Exception as exc:  # noqa: BLE001 - whatever moto answers, both must answer it
+            answers.append((type(exc).__name__, str(exc)[:80]))
+    items = sorted(client.scan(TableName=TABLE)["Items"], key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
+    return [answers, items]
+
+
+def test_transactions_answer_and_write_as_moto_does(monkeypatch):
+    from moto.dynamodb.models import DynamoDBBackend
+
+    with mock_aws():
+        fast = _transactions(boto3.client("dynamodb", region_name="us-east-1"))
+    monkeypatch.setattr(DynamoDBBackend, "transact_write_items", DynamoDBBackend.transact_write_items.__wrapped__)
+    with mock_aws():
+        slow = _transactions(boto3.client("dynamodb", region_name="us-east-1"))
+    assert fast == slow
+    assert fast[0][2] == ("cancelled", ["ConditionalCheckFailed", "None"])

@@ -132,6 +132,9 @@ def test_every_route_answers_as_documented(api):
 
     assert api("GET", "/v1/funnel", query="since=2020-01-01")[0] == 200
     assert api("GET", "/v1/funnel", query="since=yesterday")[0] == 422
+    status, history = api("GET", "/v1/funnel", query="by=source&cohort=week")
+    assert status == 200 and history["by"] == "source" and history["cohort"] == "week"
+    assert api("GET", "/v1/funnel", query="by=channel")[0] == 422
 
     status, rules = api("GET", "/v1/rules")
     assert status == 200

@@ -14,7 +14,7 @@ from typing import Iterable
 from leadflow.domain.events import AppliedEvent
 from leadflow.domain.forms import is_public
 from leadflow.domain.lead import (
-    Cause, Lead, Message, Move, Review, SalesOutcome, Signal, Touch, event_key, last_move_into, stage_rank,
+    Cause, FormConversion, Lead, Message, Move, Review, SalesOutcome, Signal, Touch, event_key, last_move_into, stage_rank,
 )
 from leadflow.domain.lifecycle import HANDOFF_STAGES, automatic_target, check_action
 from leadflow.domain.rules import Rules
@@ -297,6 +297,10 @@ def _remember_source(lead: Lead, event: AppliedEvent) -> None:
             lead.first_touch = touch
         if lead.last_touch is None or touch.at >= lead.last_touch.at:
             lead.last_touch = touch
+    if event.type == "form_submitted":
+        form = event.properties.get("form_id") or event.properties.get("form_kind")
+        if form not in (None, "") and (lead.first_form is None or event.occurred_at < lead.first_form.at):
+            lead.first_form = FormConversion(form=str(form)[:100], at=event.occurred_at)
     text = event.properties.get("message")
     if isinstance(text, str) and text.strip() and (lead.message is None or event.occurred_at >= lead.message.at):
         form = event.properties.get("form_id")
@@ -321,6 +325,8 @@ def absorb(lead: Lead, visitor: Lead, anonymous_id: str) -> Lead:
             lead.last_touch = touch
     if visitor.message is not None and (lead.message is None or visitor.message.at >= lead.message.at):
         lead.message = visitor.message
+    if visitor.first_form is not None and (lead.first_form is None or visitor.first_form.at < lead.first_form.at):
+        lead.first_form = visitor.first_form
     for anon in [*visitor.anonymous_ids, anonymous_id]:
         if anon not in lead.anonymous_ids:
             lead.anonymous_ids.append(anon)

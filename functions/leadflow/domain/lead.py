@@ -157,6 +157,16 @@ class Message(BaseModel):
     form_id: str | None = None
 
 
+class FormConversion(BaseModel):
+    """The form a lead first converted on (a CRM's "first conversion"): its id, or its
+    kind when the event named no form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    form: str
+    at: datetime
+
+
 class SalesOutcome(BaseModel):
     """How the lead ended, as sales or an imported system of record said: won or lost,
     when, why and by whom. Kept apart from the stage, which recycling moves on."""
@@ -211,6 +221,7 @@ class Lead(BaseModel):
     first_touch: Touch | None = None
     last_touch: Touch | None = None
     message: Message | None = None  # the latest thing the visitor wrote
+    first_form: FormConversion | None = None  # the first form submitted, by event time
     outcome: SalesOutcome | None = None
     signals: list[Signal] = Field(default_factory=list)
     converted_by: str | None = None  # the first conversion (rule id): a lead for good, however old

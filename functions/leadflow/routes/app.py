@@ -421,13 +421,35 @@ def delete_lead(lead_id: str) -> Response[Any]:
 
 @app.get("/v1/funnel")
 def funnel() -> Response[Any]:
-    """Leads by current stage (optionally those that entered it between `since` and
-    `until`), the conversion from each stage to the next, and time to first touch."""
+    """The funnel from history with `by` (a cut: first- or last-touch source, first form,
+    fit grade, country, owner) or `cohort` (week or month): by cohort, the leads that
+    reached each stage, the conversion between stages, days in each stage and to SQL and
+    won (median, p90), loss and rejection reasons; kept from the stream, so a read costs
+    a few items whatever the number of leads. `format=csv` answers it as a spreadsheet.
+    Without either: leads by current stage (optionally those that entered it between
+    `since` and `until`), the conversion from each stage to the next, and time to first
+    touch."""
+    from leadflow.domain.funnel import csv_rows, parse_funnel_query
+
     query = app.current_event.query_string_parameters or {}
     bounds = {name: _iso_date(query.get(name), name) for name in ("since", "until")}
+    asked = parse_funnel_query(query, *(b.date() if b else None for b in (bounds["since"], bounds["until"])))
     if bounds["since"] and bounds["until"] and bounds["since"] >= bounds["until"]:
         raise InvalidInput("until: must be after since", field="until")
-    return _json(200, container.service().funnel(**bounds))
+    if not asked.history:
+        return _json(200, container.service().funnel(**bounds))
+    answer = container.funnel().report(by=asked.by, grain=asked.cohort or "month", since=asked.since,
+                                       until=asked.until)
+    if asked.format == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\r\n").writerows(csv_rows(answer))
+        name = f"funnel-{asked.by or 'all'}-{asked.cohort or 'month'}.csv"
+        return Response(status_code=200, content_type="text/csv; charset=utf-8", body=out.getvalue(),
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return _json(200, answer)
 
 
 def _iso_date(value: str | None, name: str):

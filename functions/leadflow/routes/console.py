@@ -541,6 +541,68 @@ def rules_page() -> Response[Any]:
                  current=current)
 
 
+# ---------------------------------------------------------------- funnel
+
+FUNNEL_STEPS = (("lead_to_mql", "lead → MQL"), ("mql_to_sql", "MQL → SQL"), ("sql_to_opportunity", "SQL → opportunity"),
+                ("opportunity_to_customer", "opportunity → won"), ("mql_to_customer", "MQL → won"))
+FUNNEL_CUTS = (("source", "first-touch source"), ("last_source", "last-touch source"), ("form", "first form"),
+               ("fit_grade", "fit grade"), ("country", "country"), ("owner", "owner"))
+FUNNEL_SHOWN = 12  # values charted (the table lists them all)
+
+
+@router.get("/console/funnel", include_in_schema=False)
+@_guarded
+def funnel_page() -> Response[Any]:
+    """The funnel from history as charts and tables: conversion by the chosen cut, the
+    cohorts' curves, velocity; the same figures `GET /v1/funnel` answers."""
+    from leadflow.domain.funnel import parse_funnel_query
+    from leadflow.domain.inputs import utc_in_range
+
+    session, open_console = _session()
+    params = dict(router.current_event.query_string_parameters or {})
+    params = {k: v for k, v in params.items() if v != ""}
+    params.setdefault("by", "source")
+    dates = {}
+    for name in ("since", "until"):
+        raw = params.get(name)
+        if raw:
+            try:
+                dates[name] = utc_in_range(datetime.fromisoformat(raw.replace("Z", "+00:00"))).date()
+            except ValueError:
+                raise InvalidInput(f"{name}: is not an ISO date", field=name) from None
+    asked = parse_funnel_query({k: v for k, v in params.items() if k != "format"}, dates.get("since"),
+                               dates.get("until"))
+    grain = asked.cohort or "month"
+    answer = container.funnel().report(by=asked.by, grain=grain, since=asked.since, until=asked.until)
+    groups = answer.get("groups", [])
+    shown = groups[:FUNNEL_SHOWN]
+    conversion_chart = {
+        "type": "bar", "labels": [g["value"] for g in shown],
+        "datasets": [{"label": label, "data": [g["conversion"][key] for g in shown]} for key, label in FUNNEL_STEPS[:4]],
+        "y": {"title": "converted", "percent": True, "min": 0, "max": 1},
+    }
+    cohorts = answer["total"]["cohorts"]
+    cohort_chart = {
+        "type": "line", "labels": [c["period"] for c in cohorts],
+        "datasets": [{"label": label, "data": [c["conversion"][key] for c in cohorts]} for key, label in FUNNEL_STEPS],
+        "x": {"title": f"cohort ({grain})"}, "y": {"title": "converted", "percent": True, "min": 0, "max": 1},
+    }
+    velocity = answer["total"]["velocity"]
+    stages = [name for name in velocity if name.startswith("days_in_")]
+    velocity_chart = {
+        "type": "bar", "labels": [name.removeprefix("days_in_") for name in stages],
+        "datasets": [{"label": "median days", "data": [velocity[n]["median_days"] for n in stages]},
+                     {"label": "p90 days", "data": [velocity[n]["p90_days"] for n in stages]}],
+        "y": {"title": "days in stage"},
+    }
+    csv_link = "/v1/funnel" + _query({"by": asked.by, "cohort": grain, "since": params.get("since"),
+                                      "until": params.get("until"), "format": "csv"})
+    return _page("funnel.html", session=session, open_console=open_console, answer=answer, groups=groups,
+                 cuts=FUNNEL_CUTS, steps=FUNNEL_STEPS, by=asked.by, grain=grain, params=params,
+                 conversion_chart=conversion_chart, cohort_chart=cohort_chart, velocity_chart=velocity_chart,
+                 charted=len(shown), csv_link=csv_link, charts=bool(answer["total"]["leads"]))
+
+
 # ---------------------------------------------------------------- dead letters
 
 

@@ -84,6 +84,61 @@ class Funnel(_Answer):
     time_to_first_touch: FirstTouchFigures
 
 
+class FirstForm(_Answer):
+    form: str = Field(description="the form's id, or its kind when the event named no form")
+    at: str
+
+
+class Velocity(_Answer):
+    leads: int = Field(description="leads the figure is measured on")
+    median_days: float | None = None
+    p90_days: float | None = None
+    median_seconds: float | None = None
+    p90_seconds: float | None = None
+
+
+class CohortRow(_Answer):
+    period: str = Field(description='"2017-03" (month) or "2017-W09" (ISO week)')
+    starts: str = Field(description="the period's first day")
+    leads: int
+    reached: dict[str, int]
+    conversion: dict[str, float | None]
+    won: int
+    lost: int
+
+
+class FunnelFigures(_Answer):
+    leads: int = Field(description="leads whose first stage falls in the cohorts read")
+    reached: dict[str, int] = Field(description="leads that reached each stage (a stage skipped counts as reached)")
+    current: dict[str, int] = Field(description="leads in each stage now")
+    conversion: dict[str, float | None] = Field(description='reached the second stage among those that reached '
+                                                             'the first, e.g. "mql_to_sql", "mql_to_customer"')
+    velocity: dict[str, Velocity] = Field(description='"days_in_<stage>", "days_to_sql", "days_to_won": median '
+                                                      'and p90 in days; "first_touch" in seconds')
+    won: int
+    lost: int
+    loss_reasons: dict[str, int]
+    rejection_reasons: dict[str, int]
+    cohorts: list[CohortRow] = Field(default_factory=list)
+
+
+class FunnelGroup(FunnelFigures):
+    value: str = Field(description='the cut\'s value, "(none)" for leads without one')
+
+
+class FunnelHistory(_Answer):
+    """The funnel from history (with `by` or `cohort`): figures kept from the stream."""
+
+    by: str | None
+    cohort: str
+    since: str | None
+    until: str | None
+    stages: list[str]
+    total: FunnelFigures
+    groups: list[FunnelGroup] = Field(default_factory=list, description="one per value of `by`, most leads first")
+    generation: int = Field(description="the funnel's generation (a rebuild starts the next one)")
+
+
 class LeadView(_Answer):
     """A lead as sales sees it: traits, stage, scores decayed to now and explained, history."""
 
@@ -113,6 +168,7 @@ class LeadView(_Answer):
     first_touch: Touch | None
     last_touch: Touch | None
     message: FormMessage | None
+    first_form: FirstForm | None = Field(description="the form it first converted on, by event time")
     outcome: SalesOutcome | None
     history: list[Move] = Field(description="every stage move with its time, cause and rules version")
     events_applied: int
@@ -279,6 +335,7 @@ class Operation:
     query: tuple[tuple[str, bool, str], ...] = ()  # (name, required, description)
     security: list[dict[str, list[str]]] = field(default_factory=lambda: KEY)
     also: dict[int, tuple[str, Any]] = field(default_factory=dict)  # other answers: status -> (description, model)
+    csv: bool = False  # the 200 can also be text/csv (format=csv)
 
 
 _AUTH = (401, 503)
@@ -324,9 +381,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("delete", "/v1/leads/{lead_id}"): Operation(
         "Erase a lead (right to be forgotten), in the CRMs too", "leads", ErasedAnswer, (404, *_AUTH)),
     ("get", "/v1/funnel"): Operation(
-        "Leads by stage and conversion between stages", "funnel", Funnel, (422, *_AUTH),
-        query=(("since", False, "ISO date or date-time: leads that entered their stage from then"),
-               ("until", False, "ISO date or date-time, after `since`"))),
+        "The funnel from history by cut and cohort, or leads by current stage", "funnel",
+        {"oneOf": [FunnelHistory, Funnel]}, (422, *_AUTH), csv=True,
+        query=(("by", False, "a cut: source (first touch), last_source, form, fit_grade, country or owner"),
+               ("cohort", False, "week or month: the period a lead entered its first stage (default month "
+                                 "when `by` is given)"),
+               ("since", False, "ISO date: cohorts starting from then (with `by` or `cohort`); else leads "
+                                "that entered their current stage from then"),
+               ("until", False, "ISO date, after `since`: cohorts starting before then"),
+               ("format", False, "json (default) or csv: one row per value and cohort"))),
     ("get", "/v1/rules"): Operation(
         "The rules in force (with their YAML) and the published history", "rules", RulesState, _AUTH),
     ("post", "/v1/rules"): Operation(
@@ -412,6 +475,8 @@ def document(app: Any) -> dict[str, Any]:
             operation["requestBody"] = {"required": True, "content": {
                 kind: {"schema": ref(m, "validation")} for kind, m in media.items()}}
         answers: dict[str, Any] = {"200": {"description": "OK", "content": answer(op.ok)}}
+        if op.csv:
+            answers["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
         for status, (text, model) in op.also.items():
             answers[str(status)] = {"description": text, **({"content": answer(model)} if model else {})}
         for status in op.errors:

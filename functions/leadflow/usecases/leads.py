@@ -247,6 +247,7 @@ class LeadService:
             "first_touch": lead.first_touch.model_dump(mode="json") if lead.first_touch else None,
             "last_touch": lead.last_touch.model_dump(mode="json") if lead.last_touch else None,
             "message": lead.message.model_dump(mode="json") if lead.message else None,
+            "first_form": lead.first_form.model_dump(mode="json") if lead.first_form else None,
             "outcome": lead.outcome.model_dump(mode="json") if lead.outcome else None,
             "history": [m.model_dump(mode="json", by_alias=True) for m in lead.history],
             "events_applied": len(lead.seen),

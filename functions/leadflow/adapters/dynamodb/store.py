@@ -369,9 +369,10 @@ class DynamoLeadStore(DynamoTable):
                 puts[key] = {"PutRequest": {"Item": self._item(data)}}
         self._batch_write(list(puts.values()))
 
-    def scan_leads(self) -> Iterator[Lead]:
+    def scan_leads(self, consistent: bool = False) -> Iterator[Lead]:
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
+            "ConsistentRead": consistent,
             "FilterExpression": "SK = :sk AND kind = :k",
             "ExpressionAttributeValues": {":sk": {"S": LEAD_SK}, ":k": {"S": "lead"}},
         }
