@@ -12,6 +12,9 @@ One process, moto in-process (``mock_aws``) with the local stack's patches
 - **page**: ``index_page('GSI2', 'L', limit=25)``, the first page of the console's
   lead list (GSI2 is keys-only; its one partition ``L`` holds every lead, sort key
   ``<created_at, epoch milliseconds>``), newest first; **page 2** resumes from its key;
+- **list page**: the whole of ``GET /v1/leads?limit=25`` without HTTP (``LeadLister.page``:
+  the index page, a ``BatchGetItem`` of its leads, each lead's summary with its scores
+  decayed to now), and the second page from its cursor;
 - **search**: the same index narrowed by a sort-key prefix (``begins_with``) that no lead
   has, the worst case for a range condition (nothing to return, the whole partition
   after the bound);
@@ -112,6 +115,21 @@ def measure(n: int, before: bool, repeats: int) -> dict[str, Any]:
         def count() -> int:
             return store.count_stage("lead")
 
+        from bench import BENCH_LEAD_ID_KEY
+        from leadflow.domain.lead import LeadIds  # noqa: I001
+        from leadflow.domain.listing import parse_list_query
+        from leadflow.settings import rules as file_rules
+        from leadflow.usecases.lead_list import LeadLister
+        from leadflow.usecases.leads import LeadService
+
+        lister = LeadLister(LeadService(store, file_rules(), ids=LeadIds(BENCH_LEAD_ID_KEY.encode())))
+
+        def list_page() -> Any:  # GET /v1/leads without HTTP: the index, the leads, their summaries
+            return lister.page(parse_list_query({"limit": "25"}))
+
+        def list_page_two() -> Any:
+            return lister.page(parse_list_query({"limit": "25"}), listed["next_cursor"])
+
         def write_and_page() -> Any:
             client.update_item(TableName=TABLE, Key=moved, UpdateExpression="SET LC = :s",
                                ExpressionAttributeValues={":s": {"S": f"{946684800000 + next(clock):013d}"}})
@@ -119,8 +137,11 @@ def measure(n: int, before: bool, repeats: int) -> dict[str, Any]:
 
         first_s, first = _timed(page, 1)
         row["after"] = {"first page": first_s}
+        listed = list_page()
+        assert len(listed["items"]) == 25 and listed["next_cursor"], listed.keys()
         for name, call, times in (("page", page, repeats), ("page 2", page_two, repeats),
                                   ("search", search, repeats), ("count", count, max(1, repeats // 3)),
+                                  ("list page", list_page, repeats), ("list page 2", list_page_two, repeats),
                                   ("write + page", write_and_page, repeats)):
             row["after"][name], result = _timed(call, times)
             if name == "count":
@@ -161,8 +182,12 @@ def report(rows: list[dict[str, Any]]) -> str:
     ]
     for row in rows:
         before = row.get("before", {})
-        for name in ("page", "page 2", "search", "count", "write + page", "first page"):
+        for name in ("page", "page 2", "list page", "list page 2", "search", "count", "write + page", "first page"):
+            if name not in row["after"]:
+                continue
             label = {"page": "lead list, first page (GSI2, 25)", "page 2": "lead list, second page",
+                     "list page": "`GET /v1/leads` page of 25, whole (index, BatchGetItem, summaries)",
+                     "list page 2": "`GET /v1/leads` second page, whole (from its cursor)",
                      "search": "lead list, prefix no lead has", "count": f"count_stage('lead') ({row['count']:,} leads)",
                      "write + page": "UpdateItem, then first page",
                      "first page": "first page after loading (builds the index)"}[name]

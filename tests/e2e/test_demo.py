@@ -93,7 +93,7 @@ def test_demo_exits_cleanly_with_nothing_unexpected(demo):
     assert demo.returncode == 0, f"stdout:\n{demo.stdout}\nstderr:\n{demo.stderr}"
     assert "UNEXPECTED" not in demo.stdout
     assert "local stack on http://127.0.0.1:" in demo.stdout
-    assert "Funnel (GET /v1/funnel)" in demo.stdout
+    assert "Funnel by first-touch source" in demo.stdout
     assert "Summary:" in demo.stdout
 
 
@@ -142,8 +142,9 @@ def test_every_lead_is_a_row_and_the_personas_are_marked(demo):
     title = next(line for line in demo.stdout.splitlines() if line.startswith("Leads  ("))
     rows = table(demo.stdout, title)
     assert len(rows) == leads and sum(row[0] == "*" for row in rows) == len(PERSONAS), rows
-    funnel = table(demo.stdout, "Funnel (GET /v1/funnel)")
-    assert funnel[0][0] == "leads" and funnel[0][-1] == str(leads), funnel
+    funnel = table(demo.stdout, "Funnel by first-touch source")
+    assert funnel[-1][:2] == ["all", str(leads)], funnel
+    assert sum(int(row[1]) for row in funnel[:-1]) == leads, funnel
 
 
 @pytest.mark.e2e

@@ -220,6 +220,11 @@ def counters(fact: Fact) -> Counter:
 ItemKey = tuple[str, str, str, str]  # (grain, cut, period, value)
 
 
+class StaleCount(Exception):
+    """A lead's marker changed since it was read (another count got there first): read
+    it again and decide again."""
+
+
 def items_of(fact: Fact) -> list[ItemKey]:
     """The funnel items a lead falls in: for each grain, its cohort period under every cut."""
     entered = datetime.fromtimestamp(fact.entered, tz=timezone.utc)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Iterable, Iterator, Protocol
 
-from leadflow.domain.funnel import ALL, Fact, ItemKey, delta, fact_of, period_bounds, report
+from leadflow.domain.funnel import ALL, Fact, ItemKey, StaleCount, delta, fact_of, period_bounds, report
 from leadflow.domain.lead import Lead
 
 logger = logging.getLogger("leadflow")
@@ -106,9 +106,7 @@ class FunnelKeeper:
             try:
                 self.store.count(generation, list(group), {k: v for k, v in sums.items() if v})
                 result.written += len(group)
-            except Exception as exc:
-                if type(exc).__name__ != "Stale":
-                    raise
+            except StaleCount:
                 result.conflicts += 1
                 for lead_id, _, now in group:
                     self._count_one(generation, lead_id, now, removed_of[lead_id], result)
@@ -152,9 +150,7 @@ class FunnelKeeper:
                 self.store.count(generation, [(lead_id, was, now)], adds)
                 result.written += 1
                 return
-            except Exception as exc:
-                if type(exc).__name__ != "Stale":
-                    raise
+            except StaleCount:
                 result.conflicts += 1
                 was = self.store.counted(generation, [lead_id]).get(lead_id)
         result.failed.append(lead_id)

@@ -22,7 +22,7 @@ import json
 from typing import Any, Iterable, Iterator, Mapping
 
 from leadflow.adapters.dynamodb.store import DynamoTable
-from leadflow.domain.funnel import Fact, ItemKey
+from leadflow.domain.funnel import Fact, ItemKey, StaleCount
 
 HEAD_KEY = {"PK": {"S": "FUNNEL"}, "SK": {"S": "HEAD"}}
 FACT_SK = "FACT"
@@ -35,10 +35,6 @@ def cut_pk(generation: int, grain: str, cut: str) -> str:
 
 def fact_pk(generation: int, lead_id: str) -> str:
     return f"FUNNEL#{generation}#LEAD#{lead_id}"
-
-
-class Stale(Exception):
-    """The lead's marker changed since it was read: read it again and decide again."""
 
 
 class DynamoFunnelStore(DynamoTable):
@@ -96,7 +92,7 @@ class DynamoFunnelStore(DynamoTable):
               adds: Mapping[ItemKey, Mapping[str, int]]) -> None:
         """Count each lead as `now` instead of `was` (either None), adding `adds` (their
         deltas summed) to the sums: one transaction, conditional on every marker still
-        being `was` (Stale otherwise: nothing written). At most 100 items in all."""
+        being `was` (StaleCount otherwise: nothing written). At most 100 items in all."""
         from botocore.exceptions import ClientError
 
         writes = [self._marker(generation, lead_id, was, now) for lead_id, was, now in leads]
@@ -116,7 +112,7 @@ class DynamoFunnelStore(DynamoTable):
             reasons = exc.response.get("CancellationReasons") or []
             if error.get("Code") == "TransactionCanceledException" \
                     and any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[:len(leads)]):
-                raise Stale([lead_id for lead_id, _, _ in leads]) from None
+                raise StaleCount([lead_id for lead_id, _, _ in leads]) from None
             raise
 
     def _marker(self, generation: int, lead_id: str, was: Fact | None, now: Fact | None) -> dict[str, Any]:
