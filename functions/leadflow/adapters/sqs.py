@@ -14,7 +14,9 @@ from leadflow.domain.errors import Misconfigured
 MAX_DELAY_SECONDS = 900  # SQS's limit
 
 
-class SqsOutbox:
+class _Queues:
+    """The handoff's two queues and a lazily created SQS client (injectable in tests)."""
+
     def __init__(self, retry_queue_url: str | None, dead_letter_queue_url: str | None, client: Any = None):
         self.retry_queue_url = retry_queue_url
         self.dead_letter_queue_url = dead_letter_queue_url
@@ -27,6 +29,9 @@ class SqsOutbox:
 
             self._client = boto3.client("sqs")
         return self._client
+
+
+class SqsOutbox(_Queues):
 
     def retry_later(self, message: dict, delay_seconds: int) -> None:
         if not self.retry_queue_url:
@@ -55,22 +60,12 @@ def _attributes(message: dict) -> dict:
     return {k: {"DataType": "String", "StringValue": str(v)} for k, v in attrs.items() if v}
 
 
-class SqsDeadLetterQueue:
+class SqsDeadLetterQueue(_Queues):
     """The dead-letter queue read by hand, and the retry queue a replayed letter goes back
     to. Messages come back in SQS's own shape (`MessageId`, `ReceiptHandle`, `Body`)."""
 
     def __init__(self, dead_letter_queue_url: str | None, retry_queue_url: str | None, client: Any = None):
-        self.dead_letter_queue_url = dead_letter_queue_url
-        self.retry_queue_url = retry_queue_url
-        self._client = client
-
-    @cached_property
-    def client(self):
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("sqs")
-        return self._client
+        super().__init__(retry_queue_url, dead_letter_queue_url, client)
 
     def _dead(self) -> str:
         if not self.dead_letter_queue_url:
