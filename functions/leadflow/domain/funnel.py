@@ -278,23 +278,33 @@ class Sums:
         for name, count in counters_.items():
             self.counts[name] += int(count)
 
-    def histogram(self, short: str) -> dict[int, int]:
-        prefix = short + "_"
-        return {int(k[len(prefix):]): v for k, v in self.counts.items()
-                if k.startswith(prefix) and k[len(prefix):].isdigit() and v}
+    def histograms(self) -> dict[str, dict[int, int]]:
+        """Every duration histogram at once, by metric short name (one pass over the counters)."""
+        out: dict[str, dict[int, int]] = {}
+        for name, count in self.counts.items():
+            short, _, minutes = name.partition("_")
+            if count and minutes.isdigit():
+                out.setdefault(short, {})[int(minutes)] = count
+        return out
 
     def reasons(self, prefix: str) -> dict[str, int]:
         found = {k[2:]: v for k, v in self.counts.items() if k.startswith(prefix + ":") and v}
         return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    def figures(self, *, cohorts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        c = self.counts
-        reached = {stage: c[f"r{i}"] for i, stage in enumerate(STAGES)}
+    def reached(self) -> tuple[dict[str, int], dict[str, float | None]]:
+        """Leads that reached each stage, and the conversions between them."""
+        reached = {stage: self.counts[f"r{i}"] for i, stage in enumerate(STAGES)}
         conversion = {f"{a}_to_{b}": (round(reached[b] / reached[a], 4) if reached[a] else None)
                       for a, b in CONVERSIONS}
+        return reached, conversion
+
+    def figures(self, *, cohorts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        c = self.counts
+        reached, conversion = self.reached()
+        histograms = self.histograms()
         velocity = {}
         for name, short in METRICS.items():
-            histogram = self.histogram(short)
+            histogram = histograms.get(short, {})
             median, p90 = percentile(histogram, 0.5), percentile(histogram, 0.9)
             if name == "first_touch":
                 velocity[name] = {"leads": sum(histogram.values()),
@@ -322,10 +332,9 @@ class Sums:
 
 def cohort_row(name: str, grain: str, sums: Sums) -> dict[str, Any]:
     """One cohort of a cut: its leads, how many reached each stage, the conversions."""
-    figures = sums.figures()
-    return {"period": name, "starts": period_start(grain, name).isoformat(), "leads": figures["leads"],
-            "reached": figures["reached"], "conversion": figures["conversion"], "won": figures["won"],
-            "lost": figures["lost"]}
+    reached, conversion = sums.reached()
+    return {"period": name, "starts": period_start(grain, name).isoformat(), "leads": sums.counts["n"],
+            "reached": reached, "conversion": conversion, "won": sums.counts["won"], "lost": sums.counts["lost"]}
 
 
 def report(rows: Iterable[tuple[str, str, Mapping[str, int]]], *, by: str | None, grain: str,
