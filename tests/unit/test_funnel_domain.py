@@ -8,7 +8,8 @@ import pytest
 
 from leadflow.domain.errors import InvalidInput
 from leadflow.domain.funnel import (
-    ALL, bucket, counters, delta, fact_of, parse_funnel_query, percentile, period, period_bounds, period_start,
+    ALL, bucket, counters, csv_rows, delta, fact_of, parse_funnel_query, percentile, period, period_bounds,
+    period_start, report,
 )
 from leadflow.domain.lead import Cause, Lead, Move, SalesOutcome
 
@@ -88,3 +89,18 @@ def test_the_query_refuses_what_it_does_not_know():
         assert caught.value.field == field
     with pytest.raises(InvalidInput):
         parse_funnel_query({"cohort": "week"}, date(2026, 2, 1), date(2026, 2, 1))
+
+
+def test_a_csv_cell_from_a_form_cannot_be_a_formula():
+    """A first-touch source is whatever a visitor's link said: in the CSV it stays text."""
+    from leadflow.domain.lead import Touch
+
+    rows = []
+    for n, source in enumerate(["=HYPERLINK(\"http://x\")", "@SUM(A1)", "-2+3", "google"]):
+        lead = _lead(lead_id=f"ld_{n}", first_touch=Touch(source=source, at=T0))
+        for (grain, cut, name, value), counts in delta(None, fact_of(lead)).items():
+            if grain == "month" and cut == "source":
+                rows.append((name, value, counts))
+    table = csv_rows(report(rows, by="source", grain="month", since=None, until=None))
+    values = {row[1] for row in table[1:]}
+    assert values == {"'=hyperlink(\"http://x\")", "'@sum(a1)", "'-2+3", "google", "(all)"}

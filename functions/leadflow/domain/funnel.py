@@ -442,7 +442,7 @@ def csv_rows(answer: Mapping[str, Any]) -> list[list[Any]]:
 
     def line(value: str, name: str, figures: Mapping[str, Any]) -> list[Any]:
         velocity = figures.get("velocity") or {}
-        return [by, value, name, figures["leads"], *[figures["reached"][s] for s in STAGES],
+        return [by, _cell(value), name, figures["leads"], *[figures["reached"][s] for s in STAGES],
                 *["" if figures["conversion"][p] is None else figures["conversion"][p] for p in CSV_PAIRS],
                 figures["won"], figures["lost"],
                 _days(velocity.get("days_to_sql")), _days(velocity.get("days_to_won"))]
@@ -452,6 +452,13 @@ def csv_rows(answer: Mapping[str, Any]) -> list[list[Any]]:
             rows.append(line(group["value"], cohort["period"], cohort))
         rows.append(line(group["value"], "(all)", group))
     return rows
+
+
+def _cell(text: str) -> str:
+    """A value as a spreadsheet cell that cannot run: a source, owner or form comes from
+    whoever posts a form, and a cell starting with = + - @ (or a tab or return) is a
+    formula to Excel and Sheets; it is kept as text behind a quote."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _days(figure: Mapping[str, Any] | None) -> Any:
