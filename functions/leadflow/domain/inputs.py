@@ -176,6 +176,18 @@ def utc_in_range(value: datetime) -> datetime:
     return value
 
 
+def query_date(value: str | None, name: str) -> datetime | None:
+    """A query parameter's ISO date or date-time in UTC (None when absent), or InvalidInput
+    naming the parameter."""
+    if not value:
+        return None
+    try:
+        return utc_in_range(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError as exc:
+        reason = str(exc) if str(exc).startswith("is ") else "is not an ISO date or date-time"
+        raise InvalidInput(f"{name}: {reason}", field=name) from None
+
+
 MAX_FORM_FIELDS = 200
 
 

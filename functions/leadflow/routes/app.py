@@ -22,7 +22,7 @@ from leadflow.domain.errors import (
     BadRequest, InvalidInput, LeadflowError, Misconfigured, NotFound, PayloadTooLarge, Unauthorized,
 )
 from leadflow.domain.events import Identity, Text, Timestamp, parse_event, validated, valid_email, validation_details
-from leadflow.domain.inputs import parse_json, utc_in_range
+from leadflow.domain.inputs import parse_json, query_date, utc_in_range
 from leadflow.observability import add, logger, mask_email
 from leadflow.settings import MAX_BODY_BYTES, WEBHOOK_SOURCES, settings
 
@@ -432,7 +432,7 @@ def funnel() -> Response[Any]:
     from leadflow.domain.funnel import csv_rows, parse_funnel_query
 
     query = app.current_event.query_string_parameters or {}
-    bounds = {name: _iso_date(query.get(name), name) for name in ("since", "until")}
+    bounds = {name: query_date(query.get(name), name) for name in ("since", "until")}
     asked = parse_funnel_query(query, *(b.date() if b else None for b in (bounds["since"], bounds["until"])))
     if bounds["since"] and bounds["until"] and bounds["since"] >= bounds["until"]:
         raise InvalidInput("until: must be after since", field="until")
@@ -450,16 +450,6 @@ def funnel() -> Response[Any]:
         return Response(status_code=200, content_type="text/csv; charset=utf-8", body=out.getvalue(),
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
     return _json(200, answer)
-
-
-def _iso_date(value: str | None, name: str):
-    if not value:
-        return None
-    try:
-        return utc_in_range(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError as exc:
-        reason = str(exc) if str(exc).startswith("is ") else "is not an ISO date or date-time"
-        raise InvalidInput(f"{name}: {reason}", field=name) from None
 
 
 def _log_applied(result, source: str) -> None:

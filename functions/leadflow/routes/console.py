@@ -556,22 +556,15 @@ def funnel_page() -> Response[Any]:
     """The funnel from history as charts and tables: conversion by the chosen cut, the
     cohorts' curves, velocity; the same figures `GET /v1/funnel` answers."""
     from leadflow.domain.funnel import parse_funnel_query
-    from leadflow.domain.inputs import utc_in_range
+    from leadflow.domain.inputs import query_date
 
     session, open_console = _session()
     params = dict(router.current_event.query_string_parameters or {})
     params = {k: v for k, v in params.items() if v != ""}
     params.setdefault("by", "source")
-    dates = {}
-    for name in ("since", "until"):
-        raw = params.get(name)
-        if raw:
-            try:
-                dates[name] = utc_in_range(datetime.fromisoformat(raw.replace("Z", "+00:00"))).date()
-            except ValueError:
-                raise InvalidInput(f"{name}: is not an ISO date", field=name) from None
-    asked = parse_funnel_query({k: v for k, v in params.items() if k != "format"}, dates.get("since"),
-                               dates.get("until"))
+    dates = [query_date(params.get(name), name) for name in ("since", "until")]
+    asked = parse_funnel_query({k: v for k, v in params.items() if k != "format"},
+                               *(day.date() if day else None for day in dates))
     grain = asked.cohort or "month"
     answer = container.funnel().report(by=asked.by, grain=grain, since=asked.since, until=asked.until)
     groups = answer.get("groups", [])

@@ -58,6 +58,29 @@ class Counted:
     failed: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Due:
+    """A lead to count: its fact now (None: not counted any more), and the lead an erasure
+    removed (whose incarnation its marker must match)."""
+
+    lead_id: str
+    now: Fact | None
+    removed: Lead | None = None
+
+
+def _adds(due: _Due, was: Fact | None, result: Counted) -> dict[ItemKey, dict[str, int]] | None:
+    """What counting `due` over the marker `was` adds to the sums, or None when there is
+    nothing to write: an older state than the one counted, or the same figures (the marker
+    then keeps its version)."""
+    if not _newer(due.now, due.removed, was):
+        result.stale += 1
+        return None
+    adds = delta(was, due.now)
+    if not adds and was is not None and due.now is not None:
+        return None
+    return adds
+
+
 def _newer(now: Fact | None, removed: Lead | None, was: Fact | None) -> bool:
     """Whether `now` (or the removal of `removed`) is a later state of the lead than the one counted."""
     if now is None:
@@ -75,14 +98,14 @@ class FunnelKeeper:
 
     def record(self, changes: Iterable[Change]) -> Counted:
         """Count a batch's lead changes (in stream order: the last per lead wins)."""
-        latest: dict[str, Change] = {}
+        latest: dict[str, _Due] = {}
         moved: set[str] = set()
         result = Counted()
         for change in changes:
             before, after = fact_of(change.old), fact_of(change.new)
             if (before is None) != (after is None) or (after is not None and not after.same_figures(before)):
                 moved.add(change.lead_id)
-            latest[change.lead_id] = change
+            latest[change.lead_id] = _Due(change.lead_id, after, change.old if change.new is None else None)
         result.unchanged = len(latest) - len(moved)
         if not moved:
             return result
@@ -92,42 +115,36 @@ class FunnelKeeper:
         result.leads = len(moved)
         return result
 
-    def _count(self, generation: int, changes: list[Change], result: Counted) -> None:
-        """Count the changes in as few transactions as fit (markers and summed deltas, at
+    def _count(self, generation: int, dues: list[_Due], result: Counted) -> None:
+        """Count the leads in as few transactions as fit (markers and summed deltas, at
         most 100 items each); a group a concurrent count got to first is counted again
         lead by lead, each from its marker read again."""
-        markers = self.store.counted(generation, [c.lead_id for c in changes])
-        group: list[tuple[str, Fact | None, Fact | None]] = []
+        markers = self.store.counted(generation, [due.lead_id for due in dues])
+        group: list[tuple[_Due, Fact | None]] = []
         sums: dict[ItemKey, dict[str, int]] = {}
 
         def flush() -> None:
             if not group:
                 return
             try:
-                self.store.count(generation, list(group), {k: v for k, v in sums.items() if v})
+                self.store.count(generation, [(due.lead_id, was, due.now) for due, was in group],
+                                 {k: v for k, v in sums.items() if v})
                 result.written += len(group)
             except StaleCount:
                 result.conflicts += 1
-                for lead_id, _, now in group:
-                    self._count_one(generation, lead_id, now, removed_of[lead_id], result)
+                for due, _ in group:
+                    self._count_one(generation, due, result)
             group.clear()
             sums.clear()
 
-        removed_of: dict[str, Lead | None] = {}
-        for change in changes:
-            now = fact_of(change.new)
-            was = markers.get(change.lead_id)
-            removed = change.old if change.new is None else None
-            removed_of[change.lead_id] = removed
-            if not _newer(now, removed, was):
-                result.stale += 1
+        for due in dues:
+            was = markers.get(due.lead_id)
+            adds = _adds(due, was, result)
+            if adds is None:
                 continue
-            adds = delta(was, now)
-            if not adds and was is not None and now is not None:
-                continue  # same figures: the marker keeps its version
             if len(group) + 1 + len(set(sums) | set(adds)) > MAX_ITEMS:
                 flush()
-            group.append((change.lead_id, was, now))
+            group.append((due, was))
             for key, counters in adds.items():
                 into = sums.setdefault(key, {})
                 for name, count in counters.items():
@@ -136,25 +153,20 @@ class FunnelKeeper:
                         del into[name]
         flush()
 
-    def _count_one(self, generation: int, lead_id: str, now: Fact | None, removed: Lead | None,
-                   result: Counted) -> None:
-        was = self.store.counted(generation, [lead_id]).get(lead_id)
+    def _count_one(self, generation: int, due: _Due, result: Counted) -> None:
         for _ in range(ATTEMPTS):
-            if not _newer(now, removed, was):
-                result.stale += 1
-                return
-            adds = delta(was, now)
-            if not adds and was is not None and now is not None:
+            was = self.store.counted(generation, [due.lead_id]).get(due.lead_id)
+            adds = _adds(due, was, result)
+            if adds is None:
                 return
             try:
-                self.store.count(generation, [(lead_id, was, now)], adds)
+                self.store.count(generation, [(due.lead_id, was, due.now)], adds)
                 result.written += 1
                 return
             except StaleCount:
                 result.conflicts += 1
-                was = self.store.counted(generation, [lead_id]).get(lead_id)
-        result.failed.append(lead_id)
-        logger.warning("funnel.lead_unsettled", extra={"lead_id": lead_id})
+        result.failed.append(due.lead_id)
+        logger.warning("funnel.lead_unsettled", extra={"lead_id": due.lead_id})
 
     # ------------------------------------------------------------- reading
 
@@ -182,10 +194,10 @@ class FunnelKeeper:
                 raise RuntimeError("the funnel's head moved: another rebuild started")
             head = {**head, "building": target}
         result = Counted()
-        batch: list[Change] = []
+        batch: list[_Due] = []
         seen = 0
         for lead in leads:
-            batch.append(Change(lead.lead_id, None, lead))
+            batch.append(_Due(lead.lead_id, fact_of(lead)))
             seen += 1
             if len(batch) == 100:
                 self._count(target, batch, result)

@@ -74,18 +74,11 @@ class DynamoFunnelStore(DynamoTable):
 
     def counted(self, generation: int, lead_ids: Iterable[str]) -> dict[str, Fact]:
         """What each lead was last counted as in a generation (absent: not counted)."""
-        ids = list(dict.fromkeys(lead_ids))
+        keys = [{"PK": {"S": fact_pk(generation, i)}, "SK": {"S": FACT_SK}} for i in dict.fromkeys(lead_ids)]
         found: dict[str, Fact] = {}
-        for start in range(0, len(ids), 100):
-            keys = [{"PK": {"S": fact_pk(generation, i)}, "SK": {"S": FACT_SK}} for i in ids[start:start + 100]]
-            request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                self._count("BatchGetItem")
-                resp = self.client.batch_get_item(RequestItems=request)
-                for item in resp.get("Responses", {}).get(self.table_name, []):
-                    lead_id = item["PK"]["S"].split("#LEAD#", 1)[1]
-                    found[lead_id] = Fact.from_json(lead_id, json.loads(item["f"]["S"]))
-                request = resp.get("UnprocessedKeys") or {}
+        for item in self._batch_get(keys):
+            lead_id = item["PK"]["S"].split("#LEAD#", 1)[1]
+            found[lead_id] = Fact.from_json(lead_id, json.loads(item["f"]["S"]))
         return found
 
     def count(self, generation: int, leads: list[tuple[str, Fact | None, Fact | None]],
@@ -147,36 +140,19 @@ class DynamoFunnelStore(DynamoTable):
         elif hi:
             condition += " AND SK <= :hi"
             values[":hi"] = {"S": hi + "#\uffff"}
-        kwargs: dict[str, Any] = {"TableName": self.table_name, "KeyConditionExpression": condition,
-                                  "ExpressionAttributeValues": values}
-        while True:
-            self._count("Query")
-            resp = self.client.query(**kwargs)
+        for resp in self._pages("query", TableName=self.table_name, KeyConditionExpression=condition,
+                                ExpressionAttributeValues=values):
             for item in resp.get("Items", []):
                 name, _, value = item["SK"]["S"].partition("#")
                 yield name, value, {k: int(v["N"]) for k, v in item.items() if k not in _KEYS and "N" in v}
-            if "LastEvaluatedKey" not in resp:
-                return
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def generation_keys(self, generation: int) -> Iterator[dict[str, Any]]:
         """Every key of a generation's items (a Scan: only a finished rebuild drops one)."""
-        prefix = f"FUNNEL#{generation}#"
-        kwargs: dict[str, Any] = {"TableName": self.table_name, "ProjectionExpression": "PK, SK",
-                                  "FilterExpression": "begins_with(PK, :p)",
-                                  "ExpressionAttributeValues": {":p": {"S": prefix}}}
-        while True:
-            self._count("Scan")
-            resp = self.client.scan(**kwargs)
+        for resp in self._pages("scan", TableName=self.table_name, ProjectionExpression="PK, SK",
+                                FilterExpression="begins_with(PK, :p)",
+                                ExpressionAttributeValues={":p": {"S": f"FUNNEL#{generation}#"}}):
             yield from resp.get("Items", [])
-            if "LastEvaluatedKey" not in resp:
-                return
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def delete(self, keys: list[dict[str, Any]]) -> int:
-        for i in range(0, len(keys), 25):
-            requests: dict[str, Any] = {self.table_name: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]}
-            while requests:
-                self._count("BatchWriteItem")
-                requests = self.client.batch_write_item(RequestItems=requests).get("UnprocessedItems") or {}
+        self._batch_write([{"DeleteRequest": {"Key": k}} for k in keys])
         return len(keys)

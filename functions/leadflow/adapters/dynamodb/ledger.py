@@ -240,15 +240,8 @@ class DynamoDeliveryLedger(DynamoTable):
             "KeyConditionExpression": "PK = :pk AND begins_with(SK, :p)",
             "ExpressionAttributeValues": {":pk": {"S": lead_pk(lead_id)}, ":p": {"S": "SEND#"}},
         }
-        out = []
-        while True:
-            self._count("Query")
-            resp = self.client.query(**kwargs)
-            for it in resp.get("Items", []):
-                out.extend(delivery_entries(it))
-            if "LastEvaluatedKey" not in resp:
-                return out
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [entry for resp in self._pages("query", **kwargs) for it in resp.get("Items", [])
+                for entry in delivery_entries(it)]
 
 
 def _state(value: dict | None) -> dict | None:

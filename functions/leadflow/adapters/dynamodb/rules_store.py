@@ -159,14 +159,9 @@ class DynamoRulesStore(DynamoTable):
         return self._key(f"RUN#{name}", f"SEG#{run_id}#{n:03d}")
 
     def add_segments(self, name: str, run_id: str, numbers: list[int]) -> None:
-        for start in range(0, len(numbers), 25):
-            request = {self.table_name: [{"PutRequest": {"Item": {
-                **self._seg_key(name, run_id, n), "kind": {"S": "run_segment"}, "seg": {"N": str(n)},
-                "done": {"BOOL": False}, "lease_until": {"N": "0"}, "counts": {"S": "{}"}}}}
-                for n in numbers[start:start + 25]]}
-            while request:
-                self._count("BatchWriteItem")
-                request = self.client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+        self._batch_write([{"PutRequest": {"Item": {
+            **self._seg_key(name, run_id, n), "kind": {"S": "run_segment"}, "seg": {"N": str(n)},
+            "done": {"BOOL": False}, "lease_until": {"N": "0"}, "counts": {"S": "{}"}}}} for n in numbers])
 
     def segments(self, name: str, run_id: str) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -174,14 +169,7 @@ class DynamoRulesStore(DynamoTable):
             "KeyConditionExpression": "PK = :pk AND begins_with(SK, :p)",
             "ExpressionAttributeValues": {":pk": {"S": f"RUN#{name}"}, ":p": {"S": f"SEG#{run_id}#"}},
         }
-        out: list[dict[str, Any]] = []
-        while True:
-            self._count("Query")
-            resp = self.client.query(**kwargs)
-            out.extend(_segment(it) for it in resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp:
-                return out
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [_segment(it) for resp in self._pages("query", **kwargs) for it in resp.get("Items", [])]
 
     def claim_segment(self, name: str, run_id: str, n: int, *, owner: str, now: float,
                       lease_until: float) -> dict[str, Any] | None:

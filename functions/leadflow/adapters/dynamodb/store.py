@@ -132,6 +132,38 @@ class DynamoTable:
     def _count(self, op: str) -> None:
         self.calls[op] = self.calls.get(op, 0) + 1
 
+    def _pages(self, operation: str, **kwargs: Any) -> Iterator[dict]:
+        """Every page of a Query or a Scan (`operation`: "query" or "scan"), each call
+        counted, each page resumed from the last one's key."""
+        call = getattr(self.client, operation)
+        while True:
+            self._count(operation.capitalize())
+            resp = call(**kwargs)
+            yield resp
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def _batch_get(self, keys: list[dict]) -> Iterator[dict]:
+        """The items of these keys that exist: BatchGetItem, 100 keys a call, strongly
+        consistent, re-asking for whatever DynamoDB left unprocessed."""
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {self.table_name: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+            while request:
+                self._count("BatchGetItem")
+                resp = self.client.batch_get_item(RequestItems=request)
+                yield from resp.get("Responses", {}).get(self.table_name, [])
+                request = resp.get("UnprocessedKeys") or {}
+
+    def _batch_write(self, writes: list[dict]) -> None:
+        """BatchWriteItem in chunks of 25, re-sending whatever DynamoDB left unprocessed."""
+        for i in range(0, len(writes), 25):
+            requests = {self.table_name: writes[i:i + 25]}
+            while requests:
+                self._count("BatchWriteItem")
+                resp = self.client.batch_write_item(RequestItems=requests)
+                requests = resp.get("UnprocessedItems") or {}
+
 
 class DynamoLeadStore(DynamoTable):
 
@@ -162,18 +194,10 @@ class DynamoLeadStore(DynamoTable):
     def get_many(self, lead_ids: Iterable[str]) -> dict[str, Lead]:
         """BatchGetItem, 100 keys a call, strongly consistent, re-asking for whatever
         DynamoDB left unprocessed."""
-        ids = list(dict.fromkeys(lead_ids))
         found: dict[str, Lead] = {}
-        for start in range(0, len(ids), 100):
-            request: dict[str, Any] = {self.table_name: {"Keys": [self._key(i) for i in ids[start:start + 100]],
-                                                         "ConsistentRead": True}}
-            while request:
-                self._count("BatchGetItem")
-                resp = self.client.batch_get_item(RequestItems=request)
-                for item in resp.get("Responses", {}).get(self.table_name, []):
-                    lead = item_to_lead(self._plain(item))
-                    found[lead.lead_id] = lead
-                request = resp.get("UnprocessedKeys") or {}
+        for item in self._batch_get([self._key(i) for i in dict.fromkeys(lead_ids)]):
+            lead = item_to_lead(self._plain(item))
+            found[lead.lead_id] = lead
         return found
 
     def _key(self, lead_id: str) -> dict:
@@ -212,22 +236,8 @@ class DynamoLeadStore(DynamoTable):
         }
         if keys_only:
             kwargs["ProjectionExpression"] = "PK, SK"
-        while True:
-            self._count("Query")
-            resp = self.client.query(**kwargs)
+        for resp in self._pages("query", **kwargs):
             yield from resp.get("Items", [])
-            if "LastEvaluatedKey" not in resp:
-                return
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-
-    def _batch_write(self, writes: list[dict]) -> None:
-        """BatchWriteItem in chunks of 25, re-sending whatever DynamoDB left unprocessed."""
-        for i in range(0, len(writes), 25):
-            requests = {self.table_name: writes[i:i + 25]}
-            while requests:
-                self._count("BatchWriteItem")
-                resp = self.client.batch_write_item(RequestItems=requests)
-                requests = resp.get("UnprocessedItems") or {}
 
     def _delete_keys(self, keys: list[dict]) -> int:
         self._batch_write([{"DeleteRequest": {"Key": k}} for k in keys])
@@ -376,14 +386,9 @@ class DynamoLeadStore(DynamoTable):
             "FilterExpression": "SK = :sk AND kind = :k",
             "ExpressionAttributeValues": {":sk": {"S": LEAD_SK}, ":k": {"S": "lead"}},
         }
-        while True:
-            self._count("Scan")
-            resp = self.client.scan(**kwargs)
+        for resp in self._pages("scan", **kwargs):
             for it in resp.get("Items", []):
                 yield item_to_lead(self._plain(it))
-            if "LastEvaluatedKey" not in resp:
-                return
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def scan_page(self, segment: int, total: int, start: dict | None, limit: int | None = None
                   ) -> tuple[list[Lead], dict | None]:
@@ -438,14 +443,7 @@ class DynamoLeadStore(DynamoTable):
             "ExpressionAttributeValues": values,
             "Select": "COUNT",
         }
-        total = 0
-        while True:
-            self._count("Query")
-            resp = self.client.query(**kwargs)
-            total += resp.get("Count", 0)
-            if "LastEvaluatedKey" not in resp:
-                return total
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return sum(resp.get("Count", 0) for resp in self._pages("query", **kwargs))
 
     def index_page(self, index: str, partition: str, *, prefix: str | None = None, ascending: bool = False,
                    start: dict[str, str] | None = None, limit: int = 25) -> tuple[list[str], dict[str, str] | None]:
@@ -480,16 +478,11 @@ class DynamoLeadStore(DynamoTable):
         if entered_before:
             kwargs["KeyConditionExpression"] += " AND GSI1SK < :before"
             kwargs["ExpressionAttributeValues"][":before"] = {"S": entered_before}
-        while True:
-            self._count("Query")
-            resp = self.client.query(**kwargs)
+        for resp in self._pages("query", **kwargs):
             for it in resp.get("Items", []):
                 lead = self.get(it["PK"]["S"].split("#", 1)[1])
                 if lead is not None and lead.stage == stage:
                     yield lead
-            if "LastEvaluatedKey" not in resp:
-                return
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def first_touch_seconds(self) -> list[float]:
         """Every lead's time from SQL to first touch (a scan of one small attribute)."""
@@ -499,11 +492,5 @@ class DynamoLeadStore(DynamoTable):
             "ProjectionExpression": "first_touch_s",
             "ExpressionAttributeValues": {":sk": {"S": LEAD_SK}},
         }
-        out: list[float] = []
-        while True:
-            self._count("Scan")
-            resp = self.client.scan(**kwargs)
-            out.extend(float(it["first_touch_s"]["N"]) for it in resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp:
-                return out
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [float(it["first_touch_s"]["N"]) for resp in self._pages("scan", **kwargs)
+                for it in resp.get("Items", [])]
