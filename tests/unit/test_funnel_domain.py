@@ -8,7 +8,7 @@ import pytest
 
 from leadflow.domain.errors import InvalidInput
 from leadflow.domain.funnel import (
-    ALL, bucket, counters, csv_rows, delta, fact_of, parse_funnel_query, percentile, period, period_bounds,
+    ALL, BUCKETS, bucket, counters, csv_rows, delta, fact_of, parse_funnel_query, percentile, period, period_bounds,
     period_start, report,
 )
 from leadflow.domain.lead import Cause, Lead, Move, SalesOutcome
@@ -28,11 +28,23 @@ def _lead(**kw) -> Lead:
     return Lead(**{**base, **kw})
 
 
-@pytest.mark.parametrize(("seconds", "minutes"), [(-5, 0), (59, 0), (61, 1), (3599, 59), (3600, 60), (5400, 60),
-                                                  (47 * 3600 + 10, 47 * 60), (2 * 86400, 2 * 1440),
-                                                  (9.5 * 86400, 9 * 1440)])
-def test_buckets_are_minutes_then_hours_then_days(seconds, minutes):
+@pytest.mark.parametrize(("seconds", "minutes"), [(-5, 0), (59, 0), (61, 1), (299, 4), (300, 5), (419, 5), (420, 7),
+                                                  (3599, 45), (3600, 60), (5400, 90), (47 * 3600 + 10, 2160),
+                                                  (2 * 86400, 2 * 1440), (9.5 * 86400, 8 * 1440),
+                                                  (13 * 86400, 12 * 1440), (729 * 86400, 630 * 1440),
+                                                  (10 * 365 * 86400, 730 * 1440)])
+def test_buckets_are_a_fixed_grid_from_minutes_to_two_years(seconds, minutes):
     assert bucket(seconds) == minutes
+
+
+def test_the_grid_is_bounded_and_its_steps_are_readable():
+    assert list(BUCKETS) == sorted(set(BUCKETS)) and BUCKETS[0] == 0 and len(BUCKETS) <= 64
+    steps = list(zip(BUCKETS, BUCKETS[1:]))
+    assert all(b - a == 1 for a, b in steps if b <= 5)  # single minutes up to five
+    assert all((b - a) / a <= 0.5 for a, b in steps if a >= 5)
+    assert all((b - a) / a <= 0.25 for a, b in steps if a >= 2 * 1440)
+    # Every bucket a lead can fall in: an item holds at most this many counters per metric.
+    assert {bucket(m * 60) for m in [*range(0, 3000), *range(3000, 1_200_000, 97)]} == set(BUCKETS)
 
 
 def test_periods_are_iso_weeks_and_months():
@@ -55,7 +67,7 @@ def test_a_skipped_stage_counts_as_reached_and_times_are_first_entries():
 
 def test_outcomes_and_what_is_not_counted():
     won = _lead(stage="customer", history=[_move("subscriber", "customer", 20)])
-    assert fact_of(won).won and dict(fact_of(won).durations)["w"] == 20 * 1440
+    assert fact_of(won).won and dict(fact_of(won).durations)["w"] == 17 * 1440  # 20 days: the 17-21 day bucket
     lost = _lead(stage="lead", outcome=SalesOutcome(result="lost", at=T0, reason="price", by="import"))
     assert fact_of(lost).lost and counters(fact_of(lost))["l:price"] == 1
     assert fact_of(_lead(email=None)) is None  # an anonymous visitor

@@ -14,15 +14,18 @@ period, value): counts, duration histograms and reasons. A change of the lead ch
 its contribution by a delta (the new fact's counters less the counted one's), so the
 sums are kept incrementally and every figure is read from a bounded number of items.
 
-Durations are counted in buckets fine enough to read: whole minutes under an hour,
-whole hours under two days, whole days beyond. A median or a p90 is the nearest-rank
-value of those buckets (the bucket's start), exactly what sorting the leads' bucketed
-durations gives.
+Durations are counted in a fixed grid of buckets (`BUCKETS`): single minutes up to five
+minutes, then steps of about a fifth of the duration, up to two years and one open bucket
+beyond. The grid is the same for every item, so an item holds at most a fixed number of
+counters whatever the number of leads it counts: a funnel read costs the same at ten
+thousand leads as at ten million. A median or a p90 is the nearest-rank value of those
+buckets (the bucket's start), exactly what sorting the leads' bucketed durations gives.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -48,18 +51,25 @@ STAGE_TIMES = ("subscriber", "lead", "mql", "sql", "opportunity")
 METRICS = {**{f"days_in_{stage}": f"t{STAGES.index(stage)}" for stage in STAGE_TIMES},
            "days_to_sql": "q", "days_to_won": "w", "first_touch": "f"}
 
-MINUTE, HOUR, DAY = 60, 3600, 86400
+MINUTE = 60
+
+# Where each duration bucket starts, in minutes. Readable steps: single minutes up to five
+# (first-touch targets are counted in minutes); under two days no step wider than half its
+# start, from two days on none wider than a quarter; the last bucket is open from two years.
+BUCKETS: tuple[int, ...] = (
+    *(0, 1, 2, 3, 4, 5, 7, 10, 15, 20, 30, 45),                               # minutes
+    *(int(h * 60) for h in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 20)),              # hours
+    *(int(d * 1440) for d in (1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 10, 12, 14, 17, 21, 25, 30, 35, 42, 50,
+                              60, 70, 80, 90, 105, 120, 135, 150, 180, 210, 240, 270, 300, 330, 365,
+                              450, 540, 630, 730)),                            # days
+)
 
 
 def bucket(seconds: float) -> int:
-    """A duration's bucket, as its start in minutes: whole minutes under an hour, whole
-    hours under two days, whole days beyond (negative durations, clocks apart, are 0)."""
-    seconds = max(0.0, seconds)
-    if seconds < HOUR:
-        return int(seconds // MINUTE)
-    if seconds < 2 * DAY:
-        return int(seconds // HOUR) * 60
-    return int(seconds // DAY) * 1440
+    """A duration's bucket, as its start in minutes (`BUCKETS`); negative durations, clocks
+    apart, are 0, and two years or more fall in the last bucket."""
+    minutes = max(0.0, seconds) / MINUTE
+    return BUCKETS[bisect_right(BUCKETS, minutes) - 1]
 
 
 def period(grain: str, when: datetime | date) -> str:
