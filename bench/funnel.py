@@ -271,8 +271,8 @@ def run(size: int, repeats: int) -> dict[str, Any]:
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = ["## Funnel reads and counting (measured)", "", *machine(), "",
-             "| leads | query | median | p90 | figures from the items | Query calls | items read | read units "
-             "| values |",
+             ("| leads | query | median | p90 | figures from the items | Query calls | items read | read units "
+              "| values |"),
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for result in results:
         for read in result["reads"]:

@@ -14,12 +14,14 @@ period, value): counts, duration histograms and reasons. A change of the lead ch
 its contribution by a delta (the new fact's counters less the counted one's), so the
 sums are kept incrementally and every figure is read from a bounded number of items.
 
-Durations are counted in a fixed grid of buckets (`BUCKETS`): single minutes up to five
-minutes, then steps of about a fifth of the duration, up to two years and one open bucket
-beyond. The grid is the same for every item, so an item holds at most a fixed number of
-counters whatever the number of leads it counts: a funnel read costs the same at ten
-thousand leads as at ten million. A median or a p90 is the nearest-rank value of those
-buckets (the bucket's start), exactly what sorting the leads' bucketed durations gives.
+Durations are counted in a fixed grid of buckets (`BUCKETS`): single minutes up to five,
+then steps no wider than half their start (a quarter from two days on), up to two years
+and one open bucket beyond. The grid is the same for every item, so an item holds at most
+a fixed number of counters (a bucket of the grid per duration metric) whatever the number
+of leads it counts: a funnel read is bounded by its cut's values times its cohorts, never
+by the table. An item's size still grows as its leads fill more of the grid, up to that
+bound. A median or a p90 is the nearest-rank value of those buckets (the bucket's start),
+exactly what sorting the leads' bucketed durations gives.
 """
 
 from __future__ import annotations
