@@ -91,10 +91,12 @@ class FirstForm(_Answer):
 
 class Velocity(_Answer):
     leads: int = Field(description="leads the figure is measured on")
-    median_days: float | None = None
-    p90_days: float | None = None
-    median_seconds: float | None = None
-    p90_seconds: float | None = None
+    median_days: float | None = Field(default=None, description=(
+        "nearest-rank median, as the start of its duration bucket (a fixed grid: single minutes up to five, "
+        "then steps of at most half their start, a quarter from two days on)"))
+    p90_days: float | None = Field(default=None, description="nearest-rank 90th percentile, as its bucket's start")
+    median_seconds: float | None = Field(default=None, description="time to first touch: as median_days, in seconds")
+    p90_seconds: float | None = Field(default=None, description="time to first touch: as p90_days, in seconds")
 
 
 class CohortRow(_Answer):
