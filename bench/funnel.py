@@ -1,5 +1,5 @@
-"""The funnel from history: what a funnel read costs at 10,000 and 100,000 leads, and what
-counting a lead costs.
+"""The funnel from history: what a funnel read costs at 10,000, 100,000 and a million leads,
+and what counting a lead costs.
 
     python -m bench.funnel                      # 10,000, 100,000 and 1,000,000 leads
     python -m bench.funnel --sizes 2000         # a smoke test
